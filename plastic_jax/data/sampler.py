@@ -1,0 +1,66 @@
+"""The episode sampler (SPEC §4) as a pure JAX function: jit- and vmap-friendly.
+
+M distinct classes are drawn from the allowed ones; for each, K training and Q query examples
+without overlap; the M·K training examples are shuffled into one stream. Labels stay global.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from plastic_jax.data.base import Dataset
+from plastic_jax.inner import Task
+
+
+class ClassIndex(NamedTuple):
+    """Device arrays for sampling.
+
+    x: (N, D) the images; y: (N,) labels;
+    index: (C, max_count) example ids per class, padded with 0; count: (C,) valid entries;
+    classes: (C_allowed,) the classes tasks may be drawn from.
+    """
+
+    x: jax.Array
+    y: jax.Array
+    index: jax.Array
+    count: jax.Array
+    classes: jax.Array
+
+
+def build_class_index(data: Dataset, classes=None) -> ClassIndex:
+    """Group example ids by class. ``classes``: the allowed classes (default: all)."""
+    counts = data.class_counts()
+    index = np.zeros((data.n_classes, max(int(counts.max()), 1)), np.int32)
+    for c in range(data.n_classes):
+        ids = np.flatnonzero(data.y == c)
+        index[c, : len(ids)] = ids
+    if classes is None:
+        classes = np.arange(data.n_classes)
+    return ClassIndex(
+        jnp.asarray(data.x),
+        jnp.asarray(data.y, jnp.int32),
+        jnp.asarray(index),
+        jnp.asarray(counts, jnp.int32),
+        jnp.asarray(np.asarray(classes, np.int32)),
+    )
+
+
+def sample_task(key: jax.Array, ci: ClassIndex, M: int, K: int, Q: int) -> Task:
+    """Draw one task; M, K, Q are static. Deterministic for a key."""
+    k_cls, k_ex, k_shuf = jax.random.split(key, 3)
+    chosen = jax.random.choice(k_cls, ci.classes, (M,), replace=False)
+
+    def pick(k, c):
+        # a uniform random permutation of the class's valid examples, padding sorted last
+        u = jax.random.uniform(k, (ci.index.shape[1],))
+        u = jnp.where(jnp.arange(ci.index.shape[1]) < ci.count[c], u, 2.0)
+        return ci.index[c, jnp.argsort(u)[: K + Q]]
+
+    ids = jax.vmap(pick)(jax.random.split(k_ex, M), chosen)  # (M, K+Q)
+    train = jax.random.permutation(k_shuf, ids[:, :K].reshape(-1))
+    query = ids[:, K:].reshape(-1)
+    return Task(ci.x[train], ci.y[train], ci.x[query], ci.y[query])
