@@ -24,7 +24,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("task and data")
     g.add_argument("--dataset", default=d.dataset, help="dataset name (default: %(default)s, offline)")
-    g.add_argument("--data-dir", default=d.data_dir, help="where datasets live (sources that need one)")
+    g.add_argument("--data-dir", default=d.data_dir,
+                   help="where datasets live (emnist: the tfds data dir; default $TFDS_DATA_DIR, "
+                        "else ~/tensorflow_datasets)")
+    add_data_split_args(g)
     g.add_argument("--M", type=int, default=d.M, help="classes per task (default: %(default)s)")
     g.add_argument("--K", type=int, default=d.K, help="training examples per class (default: %(default)s)")
     g.add_argument("--Q", type=int, default=d.Q, help="query examples per class (default: %(default)s)")
@@ -34,6 +37,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     g.add_argument("--terms", default=d.terms,
                    help="comma-separated term ids, e.g. 0,2,9; overrides --rule")
+    g.add_argument("--layer-rules", default=d.layer_rules,
+                   help="one rule per weight layer, e.g. f0,ehebb,f0 with --hidden 100,100 (a layer may "
+                        "also be '+'-joined term ids, e.g. 0+2); overrides --rule and --terms; a term's "
+                        "coefficient is shared by every layer that uses it")
     g.add_argument("--feedback", default=d.feedback,
                    help="teaching-signal pathway: bp (B = W) or fa (fixed random B) (default: %(default)s)")
     g.add_argument("--hidden", type=_positive_int_list, default=d.hidden,
@@ -45,19 +52,46 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--meta-batch", type=int, default=d.meta_batch,
                    help="tasks per meta-update, vmapped (default: %(default)s, the paper's)")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
+    g.add_argument("--seeds", type=int, default=d.seeds,
+                   help="independent runs, seeds --seed … --seed+N-1, vmapped in one program "
+                        "(default: %(default)s)")
+    g.add_argument("--analysis-every", type=int, default=d.analysis_every,
+                   help="log alignment angles and orthonormality error every N episodes and at the "
+                        "last (0: never; default: %(default)s)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None, help="run directory (default: runs/<rule>-<feedback>-s<seed>)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_data_split_args(g) -> None:
+    """EMNIST split/download and the class-split flags (shared by meta-train and evaluate)."""
+    d = TrainConfig()
+    g.add_argument("--split", default=d.split,
+                   help="tfds split for emnist (default: test, 400 images per class, as the published code)")
+    g.add_argument("--download", action="store_true",
+                   help="let tfds download and prepare a missing emnist (needs the emnist extra)")
+    g.add_argument("--holdout", type=float, default=d.holdout,
+                   help="fraction of classes held out for meta-test, chosen by a permutation seeded "
+                        "with --split-seed (default: %(default)s, no split)")
+    g.add_argument("--train-classes", type=_positive_int_list, default=d.train_classes,
+                   help="explicit meta-training classes, e.g. 0,1,2,3,4 (instead of --holdout)")
+    g.add_argument("--test-classes", type=_positive_int_list, default=d.test_classes,
+                   help="explicit held-out classes (default with --train-classes: the others)")
+    g.add_argument("--split-seed", type=int, default=d.split_seed,
+                   help="seed of the class permutation behind --holdout (default: %(default)s)")
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig()
     for name in ("dataset", "data_dir", "M", "K", "Q", "rule", "terms", "feedback", "hidden",
-                 "episodes", "meta_lr", "l1", "meta_batch", "seed"):
+                 "episodes", "meta_lr", "l1", "meta_batch", "seed", "seeds", "layer_rules", "analysis_every",
+                 "split", "download", "holdout", "train_classes", "test_classes", "split_seed"):
         if hasattr(args, name):
             setattr(cfg, name, getattr(args, name))
     label = (args.terms.replace(",", "-") if args.terms else args.rule)
+    if getattr(args, "layer_rules", None):
+        label = args.layer_rules.replace(",", "-").replace("+", "")
     cfg.out = args.out or f"runs/{label}-{args.feedback}-s{args.seed}"
     return cfg
 
@@ -70,14 +104,31 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
     n = min(100, cfg.episodes)
     print(f"run: {cfg.out}")
     print(f"mean query accuracy over the last {n} episodes: {summary['last100_accuracy']:.4f}")
+    if len(summary["seeds"]) > 1:
+        lo, hi = summary["last100_accuracy_ci98"]
+        print(f"over {len(summary['seeds'])} seeds: 98% bootstrap CI [{lo:.4f}, {hi:.4f}] (500 resamples)")
     for seed, th in zip(summary["seeds"], summary["theta"]):
         print(f"final theta (seed {seed}): " + ", ".join(f"{k}={v:+.5f}" for k, v in th.items()))
     return 0
 
 
+def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    from plastic_jax.evaluate import add_evaluate_args
+
+    add_evaluate_args(p)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from plastic_jax.evaluate import cmd_evaluate as run
+
+    return run(args)
+
+
 #: subcommand name -> (help, add-arguments, run)
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "meta-train": ("meta-learn a plasticity rule's coefficients Θ", add_train_args, cmd_meta_train),
+    "evaluate": ("meta-test a learned (or given) Θ on new tasks from held-out classes, against the "
+                 "f0+bp and f0+fa baselines", _add_evaluate_args, cmd_evaluate),
 }
 
 

@@ -23,6 +23,12 @@ class ConfigError(ValueError):
 class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
+    split: str | None = None  # tfds split of emnist; None: the source's default ("test")
+    download: bool = False  # let tfds download and prepare a missing dataset (needs TensorFlow)
+    holdout: float = 0.0  # fraction of classes held out for meta-test (see ``class_split``)
+    train_classes: tuple[int, ...] | None = None  # explicit meta-training classes
+    test_classes: tuple[int, ...] | None = None  # explicit held-out (meta-test) classes
+    split_seed: int = 0  # seed of the class permutation behind --holdout
     rule: str = "f0"
     terms: str | None = None  # comma-separated term ids; overrides ``rule``
     layer_rules: str | None = None  # comma-separated rule names or "+"-joined ids, one per layer
@@ -39,12 +45,16 @@ class TrainConfig:
     seeds: int = 1
     theta0: float = 1e-3
     estimator: str = "reverse"
+    analysis_every: int = 10  # alignment/orthonormality every N episodes (0: never)
     out: str = "runs/default"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        for k in ("train_classes", "test_classes"):
+            if d[k] is not None:
+                d[k] = list(d[k])
         return d
 
     @classmethod
@@ -56,6 +66,9 @@ class TrainConfig:
         d = dict(d)
         if "hidden" in d:
             d["hidden"] = tuple(int(h) for h in d["hidden"])
+        for k in ("train_classes", "test_classes"):
+            if d.get(k) is not None:
+                d[k] = tuple(int(c) for c in d[k])
         return cls(**d)
 
     def dump(self, path: str) -> None:
@@ -81,6 +94,66 @@ def layer_term_sets(cfg: TrainConfig) -> tuple[tuple[int, ...], ...]:
     return (terms,) * n_layers
 
 
+def class_split(cfg: TrainConfig, n_classes: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """The (meta-training, held-out) classes of a run; held-out is None without a split.
+
+    - ``--holdout f``: the classes 0..C-1 are permuted by ``numpy.random.default_rng(split_seed)``;
+      the first round(f·C) of the permutation are held out, the rest are for meta-training
+      (both returned sorted). Digits with f = 0.5 and split seed 0: 5 and 5 classes.
+    - ``--train-classes`` / ``--test-classes``: as given; a side left out is the complement of
+      the other.
+    Assumes ``validate`` has accepted the settings.
+    """
+    import numpy as np
+
+    everything = tuple(range(n_classes))
+    if cfg.train_classes is None and cfg.test_classes is None:
+        if not cfg.holdout:
+            return everything, None
+        perm = np.random.default_rng(cfg.split_seed).permutation(n_classes)
+        n_test = int(np.floor(cfg.holdout * n_classes + 0.5))
+        return tuple(sorted(int(c) for c in perm[n_test:])), tuple(sorted(int(c) for c in perm[:n_test]))
+    train = cfg.train_classes
+    test = cfg.test_classes
+    if train is None:
+        train = tuple(c for c in everything if c not in set(test))
+    if test is None:
+        test = tuple(c for c in everything if c not in set(train))
+    return tuple(sorted(train)), tuple(sorted(test))
+
+
+def _check_class_split(cfg: TrainConfig, n_classes: int | None) -> None:
+    """The class-split part of ``validate``."""
+    if not 0.0 <= cfg.holdout < 1.0:
+        raise ConfigError(f"--holdout must be a fraction in [0, 1), got {cfg.holdout}")
+    explicit = cfg.train_classes is not None or cfg.test_classes is not None
+    if explicit and cfg.holdout:
+        raise ConfigError("use either --holdout or --train-classes/--test-classes, not both")
+    for flag, classes in (("--train-classes", cfg.train_classes), ("--test-classes", cfg.test_classes)):
+        if classes is None:
+            continue
+        if len(classes) == 0:
+            raise ConfigError(f"{flag} is empty")
+        if len(set(classes)) != len(classes):
+            raise ConfigError(f"{flag} lists a class twice: {list(classes)}")
+        if n_classes is not None and any(not 0 <= c < n_classes for c in classes):
+            raise ConfigError(f"{flag} {list(classes)} has classes outside 0..{n_classes - 1}")
+    if cfg.train_classes is not None and cfg.test_classes is not None:
+        both = sorted(set(cfg.train_classes) & set(cfg.test_classes))
+        if both:
+            raise ConfigError(f"class(es) {both} are in both --train-classes and --test-classes")
+    if n_classes is None or not (explicit or cfg.holdout):
+        return
+    train, test = class_split(cfg, n_classes)
+    for side, classes in (("meta-training", train), ("held-out", test)):
+        if len(classes) < cfg.M:
+            how = f"--holdout {cfg.holdout}" if cfg.holdout else "the class lists"
+            raise ConfigError(
+                f"--M {cfg.M} is larger than the {len(classes)} {side} classes that {how} leaves "
+                f"of the dataset's {n_classes}; lower --M or change the split"
+            )
+
+
 def validate(cfg: TrainConfig, n_classes: int | None = None, min_class_count: int | None = None,
              n_allowed_classes: int | None = None) -> None:
     """Raise ``ConfigError`` for the first bad value. Dataset-dependent checks run when the
@@ -97,6 +170,8 @@ def validate(cfg: TrainConfig, n_classes: int | None = None, min_class_count: in
             raise ConfigError(f"{flag} must be a positive integer, got {v!r}")
     if any(h <= 0 for h in cfg.hidden):
         raise ConfigError(f"--hidden sizes must be positive, got {list(cfg.hidden)}")
+    if not isinstance(cfg.analysis_every, int) or cfg.analysis_every < 0:
+        raise ConfigError(f"--analysis-every must be a non-negative integer, got {cfg.analysis_every!r}")
     if not cfg.meta_lr > 0:
         raise ConfigError(f"--meta-lr must be positive, got {cfg.meta_lr}")
     if not cfg.l1 >= 0:
@@ -105,6 +180,13 @@ def validate(cfg: TrainConfig, n_classes: int | None = None, min_class_count: in
 
     if cfg.estimator not in ESTIMATORS:
         raise ConfigError(f"unknown meta-gradient estimator {cfg.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    from plastic_jax.data import SOURCES, SPLIT_SOURCES
+
+    if cfg.split is not None and cfg.dataset in SOURCES and cfg.dataset not in SPLIT_SOURCES:
+        raise ConfigError(f"--split applies to {', '.join(sorted(SPLIT_SOURCES))}; {cfg.dataset} has no splits")
+    if not isinstance(cfg.split_seed, int):
+        raise ConfigError(f"--split-seed must be an integer, got {cfg.split_seed!r}")
+    _check_class_split(cfg, n_classes)
     if n_allowed_classes is not None and cfg.M > n_allowed_classes:
         raise ConfigError(
             f"--M {cfg.M} is larger than the {n_allowed_classes} classes available to draw tasks from"

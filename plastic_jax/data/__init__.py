@@ -1,21 +1,29 @@
 """Datasets and the episode sampler.
 
-A source is a function ``load(data_dir) -> Dataset``; register it in ``SOURCES``.
+A source is a function ``load(data_dir) -> Dataset``; register it in ``SOURCES``. Sources in
+``SPLIT_SOURCES`` (tensorflow-datasets ones) also take ``split`` and ``download``; their heavy
+imports happen inside the loader, so importing this package stays light.
 """
 
 from __future__ import annotations
 
 from plastic_jax.data.base import Dataset, DataUnavailableError
 from plastic_jax.data.digits import load_digits
+from plastic_jax.data.emnist import load_emnist
 from plastic_jax.data.sampler import ClassIndex, build_class_index, sample_task
 
-SOURCES = {"digits": load_digits}
+SOURCES = {"digits": load_digits, "emnist": load_emnist}
+#: sources that have named splits and may download (``split``, ``download`` keyword arguments)
+SPLIT_SOURCES = frozenset({"emnist"})
 
 
-def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-    """Load a dataset by name (once per run)."""
+def load_dataset(name: str, data_dir: str | None = None, *, split: str | None = None,
+                 download: bool = False) -> Dataset:
+    """Load a dataset by name (once per run). ``split``/``download`` apply to ``SPLIT_SOURCES``."""
     if name not in SOURCES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}")
+    if name in SPLIT_SOURCES:
+        return SOURCES[name](data_dir, split=split, download=download)
     return SOURCES[name](data_dir)
 
 
@@ -24,6 +32,7 @@ __all__ = [
     "Dataset",
     "DataUnavailableError",
     "SOURCES",
+    "SPLIT_SOURCES",
     "build_class_index",
     "load_dataset",
     "sample_task",
