@@ -1,0 +1,84 @@
+"""What is measured (SPEC §6): alignment angles and orthonormality error of adapted weights.
+
+Both are evaluated on an episode's query set, after online adaptation:
+
+- ``alignment_angles``: for every weight layer ℓ = 1 … L, the angle in degrees between e_ℓ
+  computed with the run's feedback matrices and e_ℓ computed with backprop feedback (B = W, the
+  adapted weights), each averaged over the query set first. α_L = 0 by construction (both use
+  e_L = softmax(z_L) − onehot).
+- ``orthonormality_errors``: for every weight layer, ‖W_ℓ y_{ℓ-1} − W_ℓ W_ℓᵀ y_ℓ‖² averaged over
+  the query set (W_ℓ y_{ℓ-1} and W_ℓ W_ℓᵀ y_ℓ are both (n_ℓ,)). For ℓ = L, y_L = softmax(z_L).
+
+``episode_analysis`` re-runs the forward episode of a meta-training step (same key, same Θ as
+the step, i.e. the pre-update Θ) and returns these per layer, averaged over the meta-batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from plastic_jax.data.sampler import ClassIndex, sample_task
+from plastic_jax.feedback import bp_signals, feedback_matrices, teaching_signals
+from plastic_jax.inner import Rule, episode
+from plastic_jax.network import Weights, forward
+
+
+def angle_deg(u: jax.Array, v: jax.Array, eps: float = 1e-30) -> jax.Array:
+    """Angle in degrees between vectors u and v (last axis); 0 … 180.
+
+    Kahan's form 2·atan2(‖û − v̂‖, ‖û + v̂‖) with û = u/‖u‖: accurate for nearly parallel and
+    nearly opposite vectors, where ``arccos`` of the cosine loses half the digits.
+    """
+    uh = u / jnp.sqrt(jnp.sum(u * u, axis=-1, keepdims=True) + eps)
+    vh = v / jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True) + eps)
+    d = jnp.sqrt(jnp.sum((uh - vh) ** 2, axis=-1))
+    s = jnp.sqrt(jnp.sum((uh + vh) ** 2, axis=-1))
+    return jnp.degrees(2.0 * jnp.arctan2(d, s))
+
+
+def alignment_angles(W: Weights, B: Weights, feedback: str, xq: jax.Array, yq: jax.Array) -> jax.Array:
+    """α_ℓ for ℓ = 1 … L, shape (L,), in degrees.
+
+    W, B: adapted weights and the episode's feedback matrices; xq (N, n_0), yq (N,).
+    """
+    act = forward(W, xq)
+    e_run = teaching_signals(act, yq, feedback_matrices(feedback, W, B), need_e0=False)
+    e_bp = bp_signals(W, xq, yq)
+    return jnp.stack([angle_deg(a.mean(axis=0), b.mean(axis=0)) for a, b in zip(e_run[1:], e_bp[1:])])
+
+
+def orthonormality_errors(W: Weights, xq: jax.Array) -> jax.Array:
+    """‖W_ℓ y_{ℓ-1} − W_ℓ W_ℓᵀ y_ℓ‖² averaged over the query set xq (N, n_0); shape (L,)."""
+    ys = forward(W, xq).ys
+    errs = []
+    for l, w in enumerate(W):
+        pre, post = ys[l], ys[l + 1]  # (N, n_{l-1}), (N, n_l)
+        d = pre @ w.T - (post @ w) @ w.T  # (N, n_l)
+        errs.append(jnp.mean(jnp.sum(d * d, axis=-1)))
+    return jnp.stack(errs)
+
+
+def episode_analysis(
+    theta: jax.Array, rule: Rule, spec, key: jax.Array, ci: ClassIndex
+) -> dict[str, jax.Array]:
+    """Re-run the episode(s) of one meta-step (``meta.batch_loss``'s key use) and measure them.
+
+    Returns ``{"alignment": (L,), "orthonormality": (L,), "accuracy": ()}``, each the mean over
+    the ``spec.meta_batch`` tasks drawn from ``key``. Pass the Θ the meta-step was given (the
+    pre-update Θ): then ``accuracy`` is the one the step logged for this episode.
+    """
+
+    def one(k):
+        k_task, k_net = jax.random.split(k)
+        task = sample_task(k_task, ci, spec.M, spec.K, spec.Q)
+        _, (acc, W, B) = episode(theta, rule, spec.sizes, k_net, task)
+        xq = task.xq.astype(theta.dtype)
+        return {
+            "alignment": alignment_angles(W, B, rule.feedback, xq, task.yq),
+            "orthonormality": orthonormality_errors(W, xq),
+            "accuracy": acc,
+        }
+
+    out = jax.vmap(one)(jax.random.split(key, spec.meta_batch))
+    return jax.tree.map(lambda a: jnp.mean(a, axis=0), out)
