@@ -124,11 +124,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_plot_args(p: argparse.ArgumentParser) -> None:
+    from plastic_jax.plots import add_plot_args
+
+    add_plot_args(p)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from plastic_jax.plots import cmd_plot as run
+
+    return run(args)
+
+
 #: subcommand name -> (help, add-arguments, run)
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "meta-train": ("meta-learn a plasticity rule's coefficients Θ", add_train_args, cmd_meta_train),
     "evaluate": ("meta-test a learned (or given) Θ on new tasks from held-out classes, against the "
                  "f0+bp and f0+fa baselines", _add_evaluate_args, cmd_evaluate),
+    "plot": ("figures (PNG and PDF) of one or several runs: accuracy, loss, Θ, alignment, "
+             "orthonormality", _add_plot_args, cmd_plot),
 }
 
 

@@ -1,0 +1,236 @@
+"""Figures of meta-training runs (``plastic-jax plot RUN_DIR [RUN_DIR ...]``), PNG and PDF.
+
+- ``accuracy`` and ``loss``: meta-accuracy and meta-loss per episode, a trailing moving average
+  of each seed's curve, the mean over seeds and a 98% bootstrap band over seeds (500 resamples);
+- ``theta``: the Θ trajectories, one panel per term;
+- ``alignment``: the alignment angle α_ℓ per layer (SPEC §6), at the episodes it was logged;
+- ``orthonormality``: the orthonormality error per layer.
+
+Several runs overlay, each labelled by its rule and feedback (e.g. ``ehebb+fa``).
+Reading runs is NumPy only; matplotlib (Agg backend) is imported when drawing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from plastic_jax.config import ConfigError
+from plastic_jax.stats import bootstrap_ci, moving_average
+
+FIGURES = ("accuracy", "loss", "theta", "alignment", "orthonormality")
+
+
+@dataclass
+class Run:
+    """One run directory's curves, seeds on the first axis.
+
+    episodes: (E,); accuracy, meta_loss: (S, E); theta: term name -> (S, E);
+    analysis_episodes: (A,); alignment, orthonormality: (S, A, L) (A = 0 when never logged).
+    """
+
+    path: str
+    label: str
+    config: dict
+    seeds: list[int]
+    episodes: np.ndarray
+    accuracy: np.ndarray
+    meta_loss: np.ndarray
+    theta: dict[str, np.ndarray] = field(default_factory=dict)
+    analysis_episodes: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    alignment: np.ndarray | None = None
+    orthonormality: np.ndarray | None = None
+
+
+def run_label(config: dict) -> str:
+    """``rule+feedback``: the per-layer rules, the term ids or the named rule, then the feedback."""
+    if config.get("layer_rules"):
+        rule = "[" + config["layer_rules"] + "]"
+    elif config.get("terms"):
+        rule = "F{" + config["terms"] + "}"
+    else:
+        rule = config.get("rule", "?")
+    label = f"{rule}+{config.get('feedback', '?')}"
+    if config.get("l1"):
+        label += f" (L1 {config['l1']:g})"
+    return label
+
+
+def load_run(path: str) -> Run:
+    """Read ``config.json`` and ``metrics.jsonl`` of a run (the last record of an (episode, seed)
+    wins, so a resumed run reads as one)."""
+    cfg_path, met_path = os.path.join(path, "config.json"), os.path.join(path, "metrics.jsonl")
+    if not os.path.exists(met_path):
+        raise ConfigError(f"{path!r} holds no run (no metrics.jsonl)")
+    config = {}
+    if os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            config = json.load(f)
+    recs: dict[tuple[int, int], dict] = {}
+    with open(met_path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                r = json.loads(line)
+                recs[(r["episode"], r.get("seed", 0))] = r
+    if not recs:
+        raise ConfigError(f"{met_path!r} is empty")
+    episodes = np.array(sorted({e for e, _ in recs}))
+    seeds = sorted({s for _, s in recs})
+    # keep the episodes every seed has reached
+    episodes = np.array([e for e in episodes if all((e, s) in recs for s in seeds)])
+
+    def grid(fn):
+        return np.array([[fn(recs[(e, s)]) for e in episodes] for s in seeds], dtype=float)
+
+    run = Run(
+        path=path,
+        label=run_label(config),
+        config=config,
+        seeds=seeds,
+        episodes=episodes,
+        accuracy=grid(lambda r: r["accuracy"]),
+        meta_loss=grid(lambda r: r["meta_loss"]),
+    )
+    terms = sorted(recs[(episodes[0], seeds[0])]["theta"], key=lambda k: int(k[1:]))
+    run.theta = {t: grid(lambda r, t=t: r["theta"][t]) for t in terms}
+    an = [e for e in episodes if all("alignment" in recs[(e, s)] for s in seeds)]
+    run.analysis_episodes = np.array(an, int)
+    if an:
+        run.alignment = np.array([[recs[(e, s)]["alignment"] for e in an] for s in seeds], float)
+        run.orthonormality = np.array([[recs[(e, s)]["orthonormality"] for e in an] for s in seeds], float)
+    return run
+
+
+def _band(ax, x, curves, label, color):
+    """Mean over seeds (axis 0) with its 98% bootstrap band."""
+    mean, lo, hi = bootstrap_ci(curves, axis=0, level=0.98, n_resamples=500)
+    ax.plot(x, mean, label=label, color=color, lw=1.5)
+    if curves.shape[0] > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+def _save(fig, out: str, name: str) -> list[str]:
+    paths = []
+    for ext in ("png", "pdf"):
+        p = os.path.join(out, f"{name}.{ext}")
+        fig.savefig(p, dpi=130, bbox_inches="tight")
+        paths.append(p)
+    return paths
+
+
+def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None = None,
+              names: tuple[str, ...] = FIGURES) -> list[str]:
+    """Draw the figures ``names`` for ``runs`` overlaid into ``out``; returns the files written.
+
+    ``window``: moving-average length (episodes) of accuracy and loss. A figure with no data
+    (e.g. alignment when no run logged it) is skipped.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out, exist_ok=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {id(r): colors[i % len(colors)] for i, r in enumerate(runs)}
+    n_seeds = sorted({len(r.seeds) for r in runs})
+    band_note = (f"mean over {'/'.join(map(str, n_seeds))} seeds, 98% bootstrap band"
+                 if max(n_seeds) > 1 else "one seed")
+    written: list[str] = []
+
+    def finish(fig, name):
+        if title:
+            fig.suptitle(title)
+        written.extend(_save(fig, out, name))
+        plt.close(fig)
+
+    for name, attr, ylabel in (("accuracy", "accuracy", "meta-accuracy (query)"),
+                               ("loss", "meta_loss", "meta-loss")):
+        if name not in names:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in runs:
+            _band(ax, r.episodes, moving_average(getattr(r, attr), window, axis=1), r.label, color[id(r)])
+        ax.set_xlabel("episode")
+        ax.set_ylabel(f"{ylabel}, moving average ({window})")
+        ax.set_title(band_note, fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        finish(fig, name)
+
+    if "theta" in names:
+        terms = sorted({t for r in runs for t in r.theta}, key=lambda k: int(k[1:]))
+        ncol = min(len(terms), 5)
+        nrow = -(-len(terms) // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
+        for ax, t in zip(axes.flat, terms):
+            for r in runs:
+                if t in r.theta:
+                    _band(ax, r.episodes, r.theta[t], r.label, color[id(r)])
+            ax.axhline(0.0, color="k", lw=0.5)
+            ax.set_title(f"θ_{t[1:]} ({t})", fontsize=9)
+            ax.set_xlabel("episode", fontsize=8)
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(terms):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7)
+        fig.tight_layout()
+        finish(fig, "theta")
+
+    for name, ylabel, log in (("alignment", "α_ℓ (degrees)", False),
+                              ("orthonormality", "‖W y_{ℓ-1} − W Wᵀ y_ℓ‖²", True)):
+        if name not in names:
+            continue
+        have = [r for r in runs if getattr(r, name) is not None]
+        if not have:
+            continue
+        L = max(getattr(r, name).shape[2] for r in have)
+        ncol = min(L, 5)
+        nrow = -(-L // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
+        for l in range(L):
+            ax = axes.flat[l]
+            for r in have:
+                v = getattr(r, name)
+                if l < v.shape[2]:
+                    _band(ax, r.analysis_episodes, v[:, :, l], r.label, color[id(r)])
+            ax.set_title(f"layer {l + 1}", fontsize=9)
+            ax.set_xlabel("episode", fontsize=8)
+            if log:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[L:]:
+            ax.axis("off")
+        axes.flat[0].set_ylabel(ylabel)
+        axes.flat[0].legend(fontsize=7)
+        fig.tight_layout()
+        finish(fig, name)
+    return written
+
+
+def add_plot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (overlaid)")
+    p.add_argument("--out", default=None,
+                   help="where the figures go (default: RUN_DIR/figures for one run, ./figures for several)")
+    p.add_argument("--window", type=int, default=20,
+                   help="moving-average window in episodes for accuracy and loss (default: %(default)s)")
+    p.add_argument("--title", default=None, help="a title over every figure")
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    if args.window < 1:
+        raise ConfigError(f"--window must be a positive integer, got {args.window}")
+    runs = [load_run(p) for p in args.runs]
+    out = args.out or (os.path.join(args.runs[0], "figures") if len(runs) == 1 else "figures")
+    try:
+        written = plot_runs(runs, out, window=args.window, title=args.title)
+    except OSError as e:
+        raise ConfigError(f"cannot write figures to {out!r}: {e.strerror or e}") from None
+    for p in written:
+        print(p)
+    return 0

@@ -1,0 +1,104 @@
+"""``plastic-jax plot``: reading runs and writing the figures (on hand-written run directories)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from plastic_jax.cli import main
+from plastic_jax.plots import FIGURES, load_run, run_label
+
+
+def _fake_run(path, *, rule="ehebb", feedback="fa", seeds=(0, 1, 2), episodes=30, layers=3, every=5,
+              terms=("F0", "F2")):
+    os.makedirs(path)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump({"rule": rule, "feedback": feedback, "terms": None, "layer_rules": None, "l1": 0.0}, f)
+    rng = np.random.default_rng(len(path))
+    with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+        for ep in range(episodes):
+            for s in seeds:
+                rec = {"episode": ep, "seed": s, "accuracy": 0.2 + 0.01 * ep + 0.01 * s,
+                       "meta_loss": 2.0 - 0.01 * ep, "query_loss": 2.0 - 0.01 * ep, "skipped": False,
+                       "theta": {t: 1e-3 * (i + 1) * ep + s * 1e-4 for i, t in enumerate(terms)}}
+                if ep % every == 0 or ep == episodes - 1:
+                    rec["alignment"] = list(rng.uniform(0, 90, layers - 1)) + [0.0]
+                    rec["orthonormality"] = list(rng.uniform(0.1, 2, layers))
+                f.write(json.dumps(rec) + "\n")
+
+
+def test_load_run_shapes_and_values(tmp_path):
+    p = str(tmp_path / "run")
+    _fake_run(p, episodes=12, every=5)
+    r = load_run(p)
+    assert r.label == "ehebb+fa" and r.seeds == [0, 1, 2]
+    assert r.accuracy.shape == (3, 12)
+    assert r.accuracy[2, 10] == pytest.approx(0.2 + 0.1 + 0.02)
+    assert list(r.theta) == ["F0", "F2"] and r.theta["F2"][1, 4] == pytest.approx(2e-3 * 4 + 1e-4)
+    assert list(r.analysis_episodes) == [0, 5, 10, 11]
+    assert r.alignment.shape == r.orthonormality.shape == (3, 4, 3)
+    assert np.all(r.alignment[:, :, -1] == 0.0)
+
+
+def test_resumed_run_reads_the_last_record_of_an_episode(tmp_path):
+    p = str(tmp_path / "run")
+    _fake_run(p, seeds=(0,), episodes=3)
+    with open(os.path.join(p, "metrics.jsonl"), "a") as f:  # episode 2 again, as after a resume
+        f.write(json.dumps({"episode": 2, "seed": 0, "accuracy": 0.9, "meta_loss": 0.1,
+                            "theta": {"F0": 0.0, "F2": 0.0}}) + "\n")
+    r = load_run(p)
+    assert r.accuracy.shape == (1, 3) and r.accuracy[0, 2] == 0.9
+
+
+@pytest.mark.parametrize(
+    "cfg,label",
+    [
+        ({"rule": "f0", "feedback": "bp"}, "f0+bp"),
+        ({"rule": "f0", "terms": "0,2,9", "feedback": "fa"}, "F{0,2,9}+fa"),
+        ({"rule": "f0", "layer_rules": "f0,ehebb,f0", "feedback": "fa"}, "[f0,ehebb,f0]+fa"),
+        ({"rule": "pool", "feedback": "fa", "l1": 1e-3}, "pool+fa (L1 0.001)"),
+    ],
+)
+def test_labels_name_rule_and_feedback(cfg, label):
+    assert run_label(cfg) == label
+
+
+def test_plot_overlays_runs_into_png_and_pdf(tmp_path, capsys):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    _fake_run(a)
+    _fake_run(b, rule="f0", feedback="bp", terms=("F0",), seeds=(0,))
+    out = str(tmp_path / "figs")
+    assert main(["plot", a, b, "--out", out, "--window", "5"]) == 0
+    printed = capsys.readouterr().out.split()
+    for name in FIGURES:
+        for ext in ("png", "pdf"):
+            p = os.path.join(out, f"{name}.{ext}")
+            assert p in printed and os.path.getsize(p) > 1000
+        with open(os.path.join(out, f"{name}.png"), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        with open(os.path.join(out, f"{name}.pdf"), "rb") as f:
+            assert f.read(5) == b"%PDF-"
+
+
+def test_plot_without_analysis_skips_those_figures(tmp_path):
+    a = str(tmp_path / "a")
+    _fake_run(a, every=10**9, episodes=3)
+    for line in open(os.path.join(a, "metrics.jsonl")).readlines():
+        assert "alignment" not in json.loads(line) or json.loads(line)["episode"] in (0, 2)
+    # strip the analysis keys entirely
+    recs = [json.loads(x) for x in open(os.path.join(a, "metrics.jsonl"))]
+    with open(os.path.join(a, "metrics.jsonl"), "w") as f:
+        for r in recs:
+            r.pop("alignment", None)
+            r.pop("orthonormality", None)
+            f.write(json.dumps(r) + "\n")
+    assert main(["plot", a]) == 0
+    names = sorted(os.listdir(os.path.join(a, "figures")))
+    assert names == sorted(f"{n}.{e}" for n in ("accuracy", "loss", "theta") for e in ("png", "pdf"))
+
+
+def test_plot_of_a_missing_run_is_a_one_line_error(tmp_path, capsys):
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds no run" in err and "\n" not in err
