@@ -6,6 +6,7 @@ Every user error (``ConfigError``) ends with one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -62,6 +63,31 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", default=None, help="run directory (default: runs/<rule>-<feedback>-s<seed>)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_args(p)
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """--config, checkpoints and resume, the divergence guard, devices (README, "Runs that survive")."""
+    d = TrainConfig()
+    g = p.add_argument_group("config, checkpoints, guard, devices")
+    g.add_argument("--config", metavar="FILE", default=None,
+                   help="settings from a TOML (.toml) or JSON file, e.g. a run's config.json; flags "
+                        "given on the command line override it")
+    g.add_argument("--resume", metavar="RUN_DIR", nargs="?", const="", default=None,
+                   help="continue the run in RUN_DIR (default: --out) from its config.json and newest "
+                        "usable checkpoint; --episodes may be raised")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="checkpoint every N episodes into RUN_DIR/checkpoints (0: none; default: %(default)s)")
+    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints,
+                   help="newest checkpoints kept, at least 2 (default: %(default)s)")
+    g.add_argument("--max-skips", type=int, default=d.max_skips,
+                   help="stop (exit code 3) after N consecutive non-finite meta-updates skipped "
+                        "(0: never; default: %(default)s)")
+    g.add_argument("--theta0", type=float, default=d.theta0,
+                   help="initial θ_0 (the other θ start at 0; default: %(default)s)")
+    g.add_argument("--devices", type=int, default=None,
+                   help="shard the seeds over the first N local devices (default: all); not part of "
+                        "the config, results do not depend on it")
 
 
 def add_data_split_args(g) -> None:
@@ -82,25 +108,67 @@ def add_data_split_args(g) -> None:
                    help="seed of the class permutation behind --holdout (default: %(default)s)")
 
 
+def given_flags(argv: Sequence[str]) -> set[str]:
+    """The argparse destinations given on the command line ``argv`` (not left at their default)."""
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for a in sub._actions:
+                    a.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    cfg = TrainConfig()
+    """The run's config: ``--config`` FILE (or, with ``--resume``, the run's config.json), then
+    the flags given on the command line (``args._given``; all of them when it is absent)."""
+    from plastic_jax.config import load_config_file
+
+    given = getattr(args, "_given", None)
+    resume = getattr(args, "resume", None)
+    base: dict = {}
+    if resume is not None:
+        if getattr(args, "config", None):
+            raise ConfigError("--resume takes the run's own config.json; leave out --config")
+        run_dir = resume or args.out
+        if not run_dir:
+            raise ConfigError("--resume needs the run directory: --resume RUN_DIR (or --out RUN_DIR)")
+        path = os.path.join(run_dir, "config.json")
+        if not os.path.exists(path):
+            raise ConfigError(f"--resume: {run_dir!r} holds no run (no config.json)")
+        base = load_config_file(path)
+        base["out"] = run_dir
+    elif getattr(args, "config", None):
+        base = load_config_file(args.config)
+    cfg = TrainConfig.from_json(base)
+    for name in ("checkpoint_every", "keep_checkpoints", "max_skips", "theta0"):
+        if hasattr(args, name) and (not base or given is None or name in given):
+            setattr(cfg, name, getattr(args, name))
     for name in ("dataset", "data_dir", "M", "K", "Q", "rule", "terms", "feedback", "hidden",
                  "episodes", "meta_lr", "l1", "meta_batch", "seed", "seeds", "layer_rules", "analysis_every",
                  "split", "download", "holdout", "train_classes", "test_classes", "split_seed"):
-        if hasattr(args, name):
+        if hasattr(args, name) and (not base or given is None or name in given):
             setattr(cfg, name, getattr(args, name))
-    label = (args.terms.replace(",", "-") if args.terms else args.rule)
-    if getattr(args, "layer_rules", None):
-        label = args.layer_rules.replace(",", "-").replace("+", "")
-    cfg.out = args.out or f"runs/{label}-{args.feedback}-s{args.seed}"
+    label = (cfg.terms.replace(",", "-") if cfg.terms else cfg.rule)
+    if cfg.layer_rules:
+        label = cfg.layer_rules.replace(",", "-").replace("+", "")
+    if args.out:
+        cfg.out = args.out
+    elif "out" not in base:
+        cfg.out = f"runs/{label}-{cfg.feedback}-s{cfg.seed}"
     return cfg
 
 
 def cmd_meta_train(args: argparse.Namespace) -> int:
-    from plastic_jax.train import meta_train
+    from plastic_jax.train import TrainingStopped, meta_train
 
     cfg = config_from_args(args)
-    summary = meta_train(cfg, progress=not args.no_progress, overwrite=args.overwrite)
+    try:
+        summary = meta_train(cfg, progress=not args.no_progress, overwrite=args.overwrite,
+                             resume=args.resume is not None, devices=args.devices)
+    except TrainingStopped as e:
+        print(f"plastic-jax meta-train: {e}", file=sys.stderr)
+        return 3
     n = min(100, cfg.episodes)
     print(f"run: {cfg.out}")
     print(f"mean query accuracy over the last {n} episodes: {summary['last100_accuracy']:.4f}")
@@ -162,8 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
+        args._given = given_flags(argv)
         return args.run(args)
     except ConfigError as e:
         print(f"plastic-jax {args.command}: error: {e}", file=sys.stderr)

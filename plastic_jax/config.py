@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,9 @@ class TrainConfig:
     estimator: str = "reverse"
     analysis_every: int = 10  # alignment/orthonormality every N episodes (0: never)
     out: str = "runs/default"
+    checkpoint_every: int = 0  # save a checkpoint every N episodes (0: no checkpoints)
+    keep_checkpoints: int = 2  # newest checkpoints kept (>= 2, so a damaged newest has a fallback)
+    max_skips: int = 20  # stop after N consecutive skipped (non-finite) meta-updates (0: never)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -64,16 +68,80 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
         d = dict(d)
-        if "hidden" in d:
-            d["hidden"] = tuple(int(h) for h in d["hidden"])
-        for k in ("train_classes", "test_classes"):
-            if d.get(k) is not None:
-                d[k] = tuple(int(c) for c in d[k])
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        for k, v in d.items():
+            if isinstance(v, list) and types[k].startswith("tuple"):
+                d[k] = tuple(v)  # JSON and TOML arrays; validate() checks the items
+            elif types[k] == "float" and isinstance(v, int) and not isinstance(v, bool):
+                d[k] = float(v)
         return cls(**d)
 
     def dump(self, path: str) -> None:
         with open(path, "w") as f:
             json.dump(self.to_json(), f, indent=2)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """The settings in a TOML (``.toml``) or JSON file (anything else) as a dict; keys may use ``-``.
+
+    A run's ``config.json`` is such a file. Keys and types are checked by ``TrainConfig.from_json``
+    and ``validate``.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read --config {path!r}: {e.strerror or e}") from None
+    try:
+        if path.endswith(".toml"):
+            import tomllib
+
+            d = tomllib.loads(raw.decode())
+        else:
+            d = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config {path!r} does not parse: {str(e).splitlines()[0]}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"--config {path!r} must hold a table of settings, got {type(d).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in d.items()}
+
+
+def _type_ok(v: Any, ann: str) -> bool | None:
+    """Whether ``v`` fits the annotation string ``ann`` (None: an annotation this does not know)."""
+    results = []
+    for alt in (a.strip() for a in ann.split("|")):
+        if alt == "None":
+            ok = v is None
+        elif alt == "str":
+            ok = isinstance(v, str)
+        elif alt == "bool":
+            ok = isinstance(v, bool)
+        elif alt == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif alt == "float":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        elif alt == "tuple[int, ...]":
+            ok = isinstance(v, tuple) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+        elif alt.startswith("dict["):
+            ok = isinstance(v, dict)
+        else:
+            return None
+        results.append(ok)
+    return any(results)
+
+
+_TYPE_WORDS = {"str": "a string", "bool": "true or false", "int": "an integer", "float": "a number",
+               "tuple[int, ...]": "a list of integers", "None": "null"}
+
+
+def check_types(cfg: TrainConfig) -> None:
+    """Raise ``ConfigError`` for the first setting whose value has the wrong type."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        ok = _type_ok(v, str(f.type))
+        if ok is False:
+            want = " or ".join(_TYPE_WORDS.get(a.strip(), a.strip()) for a in str(f.type).split("|"))
+            raise ConfigError(f"{f.name} (--{f.name.replace('_', '-')}) must be {want}, got {v!r}")
 
 
 def layer_term_sets(cfg: TrainConfig) -> tuple[tuple[int, ...], ...]:
@@ -160,6 +228,7 @@ def validate(cfg: TrainConfig, n_classes: int | None = None, min_class_count: in
     dataset facts are given."""
     from plastic_jax.feedback import FEEDBACK_MODES
 
+    check_types(cfg)
     layer_term_sets(cfg)
     if cfg.feedback not in FEEDBACK_MODES:
         raise ConfigError(f"unknown feedback {cfg.feedback!r}; choose one of {', '.join(FEEDBACK_MODES)}")
@@ -170,6 +239,11 @@ def validate(cfg: TrainConfig, n_classes: int | None = None, min_class_count: in
             raise ConfigError(f"{flag} must be a positive integer, got {v!r}")
     if any(h <= 0 for h in cfg.hidden):
         raise ConfigError(f"--hidden sizes must be positive, got {list(cfg.hidden)}")
+    for name, low in (("checkpoint_every", 0), ("keep_checkpoints", 2), ("max_skips", 0)):
+        if getattr(cfg, name) < low:
+            raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {getattr(cfg, name)!r}")
+    if not math.isfinite(cfg.theta0):
+        raise ConfigError(f"theta0 must be finite, got {cfg.theta0!r}")
     if not isinstance(cfg.analysis_every, int) or cfg.analysis_every < 0:
         raise ConfigError(f"--analysis-every must be a non-negative integer, got {cfg.analysis_every!r}")
     if not cfg.meta_lr > 0:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
+import sys
 from typing import Any
 
 import jax
@@ -108,31 +110,141 @@ def episode_keys(base: jax.Array, episode: int) -> jax.Array:
     return jax.vmap(lambda k: jax.random.fold_in(k, episode))(base)
 
 
-def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
-    """Run meta-training; returns the summary (also written to ``out/summary.json``)."""
+class TrainingStopped(RuntimeError):
+    """Meta-training stopped early by the divergence guard; the message is one line."""
+
+
+#: settings a resumed run may change (they do not alter the trajectory of the episodes run so far)
+RESUME_MAY_CHANGE = ("episodes", "checkpoint_every", "keep_checkpoints", "max_skips", "out", "extra")
+
+
+def check_resume(cfg: TrainConfig) -> None:
+    """Refuse ``--resume`` when ``cfg`` changes a setting of the run in ``cfg.out`` that shapes it."""
+    path = os.path.join(cfg.out, "config.json")
+    if not os.path.exists(path):
+        raise ConfigError(f"--resume: {cfg.out!r} holds no run (no config.json)")
+    try:
+        with open(path) as f:
+            saved = TrainConfig.from_json(json.load(f))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--resume: cannot read {path}: {str(e).splitlines()[0]}") from None
+    for name, old in saved.to_json().items():
+        new = cfg.to_json()[name]
+        if name not in RESUME_MAY_CHANGE and new != old:
+            raise ConfigError(
+                f"--resume: {name} is {old!r} in {path} but {new!r} now; only "
+                f"{', '.join(RESUME_MAY_CHANGE[:4])} may change on resume"
+            )
+
+
+def read_metrics(path: str, n_seeds: int) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` up to the last complete episode (all seeds present).
+
+    A torn last line (a run killed mid-write) is dropped; a bad line elsewhere is an error.
+    """
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = f.read().split("\n")
+    recs = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            recs.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i >= len(lines) - 2:  # the last line (the file may or may not end in "\n")
+                break
+            raise ConfigError(f"--resume: {path} line {i + 1} is not JSON; the file is damaged") from None
+    by_ep: dict[int, int] = {}
+    for r in recs:
+        by_ep[r["episode"]] = by_ep.get(r["episode"], 0) + 1
+    done = 0
+    while by_ep.get(done) == n_seeds:
+        done += 1
+    return [r for r in recs if r["episode"] < done]
+
+
+def _fsync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = False, resume: bool = False,
+               devices: Any = None) -> dict[str, Any]:
+    """Run meta-training; returns the summary (also written to ``out/summary.json``).
+
+    - ``cfg.checkpoint_every`` > 0: a checkpoint (``plastic_jax.checkpoint``) every that many
+      episodes, at the end, and when the guard stops the run.
+    - ``resume``: continue the run in ``cfg.out`` from its newest usable checkpoint (or from
+      episode 0 when it has none); metrics.jsonl is cut back to that checkpoint's episode.
+    - Divergence guard: ``meta_step`` skips a non-finite update; after ``cfg.max_skips``
+      consecutive skips of any seed (0: never) the run stops, saves the last finite state and
+      raises ``TrainingStopped``.
+    - ``devices``: the seed axis is sharded over these (None: all local devices; see
+      ``plastic_jax.sharding``).
+    """
+    from plastic_jax.checkpoint import Checkpointer, all_finite, atomic_write_json, atomic_write_text
+    from plastic_jax.sharding import seed_shardings
+
     data, ci, rule, spec = build(cfg)
-    prepare_out_dir(cfg.out, overwrite)
-    cfg.dump(os.path.join(cfg.out, "config.json"))
+    out = cfg.out
+    ckpt_dir = os.path.join(out, "checkpoints")
+    metrics_path = os.path.join(out, "metrics.jsonl")
+    if resume:
+        check_resume(cfg)
+    else:
+        prepare_out_dir(out, overwrite)
+        for old in (ckpt_dir, ckpt_dir + "_bad"):
+            if os.path.isdir(old):
+                shutil.rmtree(old)
+        for old in ("metrics.jsonl", "summary.json"):
+            if os.path.exists(os.path.join(out, old)):
+                os.remove(os.path.join(out, old))
+    atomic_write_json(os.path.join(out, "config.json"), cfg.to_json())
     optimizer, step = make_step(cfg, rule, spec)
     state = init_state(cfg, rule, optimizer)
     analyze = make_analysis(rule, spec)
     base = seed_keys(cfg)
     terms = rule.terms
+    ckpt = Checkpointer(ckpt_dir, cfg.keep_checkpoints) if (cfg.checkpoint_every or resume) else None
 
     accs = np.zeros((cfg.episodes, cfg.seeds))
+    start = 0
+    if resume:
+        recs = read_metrics(metrics_path, cfg.seeds)
+        have = max((r["episode"] + 1 for r in recs), default=0)
+        restored = ckpt.restore_latest(jax.device_get(state), max_episode=have)
+        if restored is not None:
+            start, state = restored
+        if start > cfg.episodes:
+            raise ConfigError(f"--resume: the checkpoint is at episode {start}, beyond --episodes {cfg.episodes}")
+        recs = [r for r in recs if r["episode"] < start]
+        for r in recs:
+            accs[r["episode"], r["seed"] - cfg.seed] = r["accuracy"]
+        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in recs))
+        print(f"resuming {out} at episode {start}", file=sys.stderr)
+
+    seed_sh, repl = seed_shardings(cfg.seeds, devices)
+    state = jax.device_put(state, seed_sh)
+    base = jax.device_put(base, seed_sh)
+    ci = jax.device_put(ci, repl)
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.episodes, desc=f"{cfg.rule if not cfg.terms else cfg.terms}+{cfg.feedback}",
-                   unit="ep")
-    with open(os.path.join(cfg.out, "metrics.jsonl"), "w") as log:
-        for ep in range(cfg.episodes):
+        bar = tqdm(total=cfg.episodes, initial=start, unit="ep",
+                   desc=f"{cfg.rule if not cfg.terms else cfg.terms}+{cfg.feedback}")
+    done = start
+    stopped = None
+    with open(metrics_path, "a" if resume else "w") as log:
+        for ep in range(start, cfg.episodes):
             keys = episode_keys(base, ep)
             # analysis: the same episode(s) as this step, with the Θ the step is given (pre-update)
             an = jax.device_get(analyze(state.theta, keys, ci)) if analysis_due(cfg, ep) else None
             state, m = step(state, keys, ci)
-            m, theta = jax.device_get((m, state.theta))
+            m, theta, skips = jax.device_get((m, state.theta, state.skips))
             accs[ep] = m["accuracy"]
             for s in range(cfg.seeds):
                 rec = {
@@ -142,6 +254,7 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
                     "query_loss": float(m["query_loss"][s]),
                     "accuracy": float(m["accuracy"][s]),
                     "skipped": bool(m["skipped"][s]),
+                    "consecutive_skips": int(skips[s]),
                     "theta": theta_dict(theta[s], terms),
                 }
                 if an is not None:
@@ -149,14 +262,32 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
                     rec["orthonormality"] = [float(v) for v in an["orthonormality"][s]]
                 log.write(json.dumps(rec) + "\n")
             log.flush()
+            done = ep + 1
+            if cfg.max_skips and int(skips.max()) >= cfg.max_skips:
+                s = int(np.argmax(skips))
+                stopped = (
+                    f"stopped at episode {ep}: seed {cfg.seed + s} skipped {int(skips[s])} consecutive "
+                    f"non-finite meta-updates (--max-skips {cfg.max_skips}); the last finite Θ is in "
+                    f"{os.path.join(out, 'summary.json')}"
+                )
+            if ckpt is not None and (stopped or done == cfg.episodes or done % cfg.checkpoint_every == 0):
+                _fsync(log)  # the records of every checkpointed episode are on disk first
+                ckpt.save(done, state)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(acc=f"{accs[max(0, ep - 99): ep + 1].mean():.3f}")
+            if stopped:
+                break
     if bar is not None:
         bar.close()
+    if ckpt is not None:
+        ckpt.close()
 
     theta = np.asarray(jax.device_get(state.theta))
-    last = accs[-min(100, cfg.episodes):]
+    if not all_finite(theta):  # cannot happen: meta_step keeps the last finite Θ
+        raise TrainingStopped("non-finite Θ; not written")
+    accs = accs[:done]
+    last = accs[-min(100, done):]
     # 98% percentile-bootstrap CI (500 resamples) over the seeds of the per-seed means (SPEC §6)
     _, lo, hi = bootstrap_ci(last.mean(axis=0), level=0.98, n_resamples=500)
     summary = {
@@ -167,6 +298,10 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
         "last100_accuracy_ci98": [float(lo), float(hi)],
         "theta": [theta_dict(t, terms) for t in theta],
     }
-    with open(os.path.join(cfg.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    if stopped:
+        summary["episodes_completed"] = done
+        summary["stopped"] = stopped
+    atomic_write_json(os.path.join(cfg.out, "summary.json"), summary)
+    if stopped:
+        raise TrainingStopped(stopped)
     return summary

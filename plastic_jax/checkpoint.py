@@ -1,0 +1,169 @@
+"""Checkpoints of a meta-training run (orbax-checkpoint), and the atomic file writes around them.
+
+A checkpoint at step ``n`` holds the ``MetaState`` after ``n`` completed episodes (Θ, the optax
+state and the consecutive-skip counter, each with a leading seed axis) and a small JSON record:
+``{"episode": n, "digest": sha256 of the state's bytes}``. Nothing else is needed to resume: the
+task sampler and the network initialisation draw from ``fold_in(PRNGKey(seed + s), episode)``,
+a pure function of the base seed and the episode index, so the RNG state *is* the episode index.
+
+Checkpoints live in ``RUN_DIR/checkpoints/<n>``. Orbax writes each one into a temporary folder
+and renames it when complete, so a run killed while saving leaves no half-written step behind;
+the digest catches a step whose files were damaged afterwards. ``restore_latest`` walks the
+steps newest first and returns the first that reads back, matches its digest and is finite;
+a step that fails is moved to ``RUN_DIR/checkpoints_bad/`` with the reason printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or a state that must not be written (non-finite)."""
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half a file)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def all_finite(tree: Any) -> bool:
+    """True when every floating-point leaf of ``tree`` is finite."""
+    for leaf in jax.tree.leaves(tree):
+        a = np.asarray(leaf)
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            return False
+    return True
+
+
+def state_digest(tree: Any) -> str:
+    """sha256 over the dtype, shape and bytes of every leaf, in tree order."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class Restored(NamedTuple):
+    episode: int  # completed episodes: the next episode to run
+    state: Any  # the restored pytree (NumPy leaves), same structure as the target
+
+
+def _manager(directory: str, keep: int):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
+
+
+class Checkpointer:
+    """Save and restore ``(episode, state)`` under ``directory``, keeping the newest ``keep``.
+
+    Saving is synchronous (the state is a few hundred bytes per seed).
+    """
+
+    def __init__(self, directory: str, keep: int = 2):
+        self.directory = directory
+        self.keep = keep
+        self._mgr = _manager(directory, keep)
+
+    def steps(self) -> list[int]:
+        return sorted(self._mgr.all_steps())
+
+    def save(self, episode: int, state: Any) -> None:
+        """Write ``state`` (a pytree; moved to host) as step ``episode``. Refuses a non-finite one."""
+        import orbax.checkpoint as ocp
+
+        state = jax.device_get(state)
+        if not all_finite(state):
+            raise CheckpointError(f"refusing to checkpoint a non-finite state at episode {episode}")
+        meta = {"episode": int(episode), "digest": state_digest(state)}
+        self._mgr.save(
+            int(episode),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+        self._mgr.wait_until_finished()
+
+    def _read(self, step: int, target: Any) -> Any:
+        import orbax.checkpoint as ocp
+
+        target = jax.device_get(target)
+        got = self._mgr.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+        )
+        meta, state = got["meta"], got["state"]
+        state = jax.tree.map(np.asarray, state)
+        if jax.tree.structure(state) != jax.tree.structure(target):
+            raise CheckpointError("state structure differs from this run's")
+        for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(target)):
+            if a.shape != np.shape(b) or a.dtype != np.asarray(b).dtype:
+                raise CheckpointError(f"leaf {a.shape} {a.dtype} does not match {np.shape(b)} {np.asarray(b).dtype}")
+        if int(meta.get("episode", -1)) != step:
+            raise CheckpointError(f"records episode {meta.get('episode')} under step {step}")
+        if meta.get("digest") != state_digest(state):
+            raise CheckpointError("digest mismatch (damaged files)")
+        if not all_finite(state):
+            raise CheckpointError("non-finite values")
+        return state
+
+    def restore_latest(self, target: Any, max_episode: int | None = None) -> Restored | None:
+        """The newest step that reads back intact (at most ``max_episode``), or None if there is none.
+
+        Bad steps are moved aside to ``<directory>_bad/`` with a one-line note on stderr. Raises
+        ``CheckpointError`` when steps exist but none is usable.
+        """
+        steps = self.steps()
+        if not steps:
+            return None
+        reasons = []
+        for step in reversed(steps):
+            if max_episode is not None and step > max_episode:
+                reasons.append(f"step {step}: beyond episode {max_episode}")
+                continue
+            try:
+                state = self._read(step, target)
+            except Exception as e:  # noqa: BLE001 - any failure to read means: not usable
+                msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                reasons.append(f"step {step}: {msg}")
+                self._quarantine(step, msg)
+                continue
+            return Restored(step, state)
+        raise CheckpointError(
+            f"no usable checkpoint in {self.directory} ({'; '.join(reasons)}); "
+            "start a fresh run with --overwrite"
+        )
+
+    def _quarantine(self, step: int, why: str) -> None:
+        bad = self.directory.rstrip("/") + "_bad"
+        os.makedirs(bad, exist_ok=True)
+        src = os.path.join(self.directory, str(step))
+        dst = os.path.join(bad, str(step))
+        if os.path.exists(dst):
+            shutil.rmtree(dst)
+        if os.path.exists(src):
+            shutil.move(src, dst)
+        print(f"checkpoint {src} is unusable ({why}); moved to {dst}, falling back", file=sys.stderr)
+        self._mgr.reload()
+
+    def close(self) -> None:
+        self._mgr.close()
