@@ -216,13 +216,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     cfg = _config(args)
     cfg.meta_batch = 1
     data, ci_train, rule, spec = build(cfg)
-    _, test_classes = class_split(cfg, data.n_classes)
-    if test_classes is None:
-        print("warning: the run has no class split (--holdout / --test-classes); evaluating on all "
-              "classes, which meta-training also drew from", file=sys.stderr)
-        test_classes = tuple(range(data.n_classes))
-    ci_test = build_class_index(data, test_classes)
-
     terms = rule.terms
     if args.theta is not None:
         if len(args.theta) != len(terms):
@@ -233,6 +226,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         theta, source = np.asarray(args.theta, np.float32), "--theta"
     else:
         theta, source = read_learned_theta(args.run_dir, cfg, terms, args.seed_index)
+
+    _, test_classes = class_split(cfg, data.n_classes)
+    if test_classes is None:
+        print("warning: the run has no class split (--holdout / --test-classes); evaluating on all "
+              "classes, which meta-training also drew from", file=sys.stderr)
+        test_classes = tuple(range(data.n_classes))
+    ci_test = build_class_index(data, test_classes)
 
     n_layers = rule.n_layers
     test_keys = stream_keys(args.seed, EVAL_STREAM, args.tasks)

@@ -1,0 +1,149 @@
+"""``plastic-jax evaluate`` end to end on digits, checked against the NumPy reference episode."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import reference as ref
+
+from plastic_jax.cli import main
+from plastic_jax.config import TrainConfig, class_split
+from plastic_jax.data import build_class_index, load_dataset, sample_task
+from plastic_jax.evaluate import EVAL_STREAM, mean_ci95, stream_keys
+from plastic_jax.network import init_network
+
+TINY = ["--hidden", "8", "--K", "3", "--Q", "2"]
+M, K, Q, HIDDEN = 5, 3, 2, 8
+
+
+def reference_accuracy(key, ci, theta, terms, feedback, sizes):
+    """Query accuracy of one task, the episode run by the literal NumPy reference (float64).
+
+    Only the task data and the initial W, B come from JAX, drawn from the key exactly as
+    ``meta.task_loss`` documents: key → (task key, network key).
+    """
+    k_task, k_net = jax.random.split(key)
+    task = sample_task(k_task, ci, M, K, Q)
+    W, B = init_network(k_net, sizes)
+    W = [np.asarray(w, np.float64) for w in W]
+    B = [np.asarray(b, np.float64) for b in B]
+    layer_terms = [terms] * len(W)
+    for x, y in zip(np.asarray(task.xs, np.float64), np.asarray(task.ys)):
+        W = ref.online_step(theta, layer_terms, list(terms), W, B, x, int(y), feedback)
+    return ref.query_loss(W, np.asarray(task.xq, np.float64), np.asarray(task.yq))[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory as meta-train writes it (config.json with the recorded split, summary.json),
+    written directly to keep the test fast; the slow test below runs meta-train itself."""
+    out = tmp_path_factory.mktemp("ev") / "run"
+    out.mkdir()
+    cfg = TrainConfig(rule="bio", holdout=0.5, hidden=(HIDDEN,), K=K, Q=Q, episodes=3, out=str(out))
+    train, test = class_split(cfg, 10)
+    cfg.extra["class_split"] = {"train": list(train), "test": list(test)}
+    cfg.dump(str(out / "config.json"))
+    summary = {"episodes": 3, "seeds": [0], "theta": [{"F0": 0.05, "F2": -0.02, "F9": 0.01}]}
+    (out / "summary.json").write_text(json.dumps(summary))
+    return str(out)
+
+
+def test_evaluate_run_end_to_end(run_dir, tmp_path, capsys):
+    js = str(tmp_path / "ev.json")
+    n = 4
+    assert main(["evaluate", run_dir, "--tasks", str(n), "--tune-tasks", "2", "--baseline-grid", "0.03,0.3",
+                 "--json", js]) == 0
+    printed = capsys.readouterr().out
+    res = json.load(open(js))
+    assert [r["name"] for r in res["rules"]] == ["learned", "f0+bp", "f0+fa"]
+    for name in ("learned", "f0+bp", "f0+fa"):
+        assert name in printed
+
+    cfg = json.load(open(os.path.join(run_dir, "config.json")))
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    test = cfg["extra"]["class_split"]["test"]
+    assert res["test_classes"] == test and res["held_out"]
+    assert set(test).isdisjoint(cfg["extra"]["class_split"]["train"])
+    learned = res["rules"][0]
+    assert learned["theta"] == pytest.approx(summary["theta"][0], rel=1e-6)
+    for r in res["rules"]:
+        assert r["tasks"] == n and 0.0 <= r["mean_accuracy"] <= 1.0
+        lo, hi = r["ci95"]
+        assert lo <= r["mean_accuracy"] <= hi
+    for name in ("f0+bp", "f0+fa"):
+        t = res["baseline_tuning"][name]
+        assert t["chosen"] in (0.03, 0.3) and t["chosen"] == t["grid"][int(np.argmax(t["mean_accuracy"]))]
+        # tuning drew tasks from the meta-training classes only
+        assert set(t["classes"]) == set(cfg["extra"]["class_split"]["train"])
+
+    # every rule's mean equals the NumPy reference episode on the same held-out tasks
+    data = load_dataset("digits")
+    ci = build_class_index(data, test)
+    sizes = (64, HIDDEN, 10)
+    keys = stream_keys(0, EVAL_STREAM, n)
+    for r in res["rules"]:
+        theta = np.array([r["theta"][f"F{t}"] for t in r["terms"]], np.float64)
+        accs = [reference_accuracy(k, ci, theta, tuple(r["terms"]), r["feedback"], sizes) for k in keys]
+        # float32 vs float64: allow one query example of one task to flip
+        assert r["mean_accuracy"] == pytest.approx(np.mean(accs), abs=1.0 / (M * Q * n) + 1e-9), r["name"]
+
+
+def test_rule_by_hand_without_split_warns_and_matches_the_baseline(tmp_path, capsys):
+    js = str(tmp_path / "ev.json")
+    assert main(["evaluate", "--terms", "0", "--feedback", "bp", "--theta", "0.1", "--baseline-lr", "0.1",
+                 "--tasks", "3", *TINY, "--json", js]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the run has no class split" in err
+    res = json.load(open(js))
+    rules = {r["name"]: r for r in res["rules"]}
+    assert res["test_classes"] == list(range(10)) and not res["held_out"]
+    # the same rule and θ on the same task keys gives the same accuracies as f0+bp
+    assert rules["learned"]["mean_accuracy"] == rules["f0+bp"]["mean_accuracy"]
+    diff = {p["name"]: p for p in res["paired_differences"]}["learned - f0+bp"]
+    assert diff["mean_difference"] == 0.0 and diff["ci95"] == [0.0, 0.0]
+
+
+def test_mean_ci95_is_the_t_interval():
+    x = np.array([0.2, 0.4, 0.5, 0.9, 0.3, 0.6, 0.7, 0.4])
+    m, (lo, hi) = mean_ci95(x)
+    sd = np.sqrt(((x - x.mean()) ** 2).sum() / 7)
+    half = 2.364624 * sd / np.sqrt(8)  # t_{0.975, 7} from a printed table
+    assert m == pytest.approx(0.5)
+    assert lo == pytest.approx(m - half, abs=1e-6) and hi == pytest.approx(m + half, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--terms", "0,2", "--theta", "0.1"], "--theta has 1 value(s) but the rule has 2 term(s)"),
+        (["--terms", "0", "--theta", "0.1", "--tasks", "1"], "--tasks must be at least 2"),
+        (["--terms", "0"], "give a RUN_DIR"),
+        (["--terms", "0", "--theta", "0.1", "--test-classes", "1,2,3"], "--M 5 is larger than the 3 held-out"),
+        (["--terms", "0", "--theta", "0.1", "--baseline-lr", "-1"], "--baseline-lr must be positive"),
+    ],
+)
+def test_bad_evaluate_input_exits_2_with_one_line(args, message, capsys):
+    assert main(["evaluate", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_not_a_run_dir(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+
+@pytest.mark.slow
+def test_meta_train_then_evaluate(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["meta-train", "--rule", "bio", "--holdout", "0.5", "--episodes", "3", *TINY, "--out", out,
+                 "--no-progress"]) == 0
+    js = str(tmp_path / "ev.json")
+    assert main(["evaluate", out, "--tasks", "4", "--tune-tasks", "2", "--json", js]) == 0
+    res = json.load(open(js))
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert res["rules"][0]["theta"] == pytest.approx(summary["theta"][0], rel=1e-6)
+    assert res["held_out"] and len(res["test_classes"]) == 5
