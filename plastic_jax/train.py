@@ -184,7 +184,7 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
     - ``devices``: the seed axis is sharded over these (None: all local devices; see
       ``plastic_jax.sharding``).
     """
-    from plastic_jax.checkpoint import Checkpointer, all_finite, atomic_write_json, atomic_write_text
+    from plastic_jax.checkpoint import Checkpointer, CheckpointError, all_finite, atomic_write_json, atomic_write_text
     from plastic_jax.sharding import seed_shardings
 
     data, ci, rule, spec = build(cfg)
@@ -214,7 +214,10 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
     if resume:
         recs = read_metrics(metrics_path, cfg.seeds)
         have = max((r["episode"] + 1 for r in recs), default=0)
-        restored = ckpt.restore_latest(jax.device_get(state), max_episode=have)
+        try:
+            restored = ckpt.restore_latest(jax.device_get(state), max_episode=have)
+        except CheckpointError as e:
+            raise ConfigError(f"--resume: {e}") from None
         if restored is not None:
             start, state = restored
         if start > cfg.episodes:
