@@ -122,7 +122,7 @@ def given_flags(argv: Sequence[str]) -> set[str]:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's config: ``--config`` FILE (or, with ``--resume``, the run's config.json), then
     the flags given on the command line (``args._given``; all of them when it is absent)."""
-    from plastic_jax.config import load_config_file
+    from plastic_jax.config import check_types, load_config_file
 
     given = getattr(args, "_given", None)
     resume = getattr(args, "resume", None)
@@ -149,6 +149,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                  "split", "download", "holdout", "train_classes", "test_classes", "split_seed"):
         if hasattr(args, name) and (not base or given is None or name in given):
             setattr(cfg, name, getattr(args, name))
+    check_types(cfg)  # (validate() runs them again with the rest) before the label uses them
     label = (cfg.terms.replace(",", "-") if cfg.terms else cfg.rule)
     if cfg.layer_rules:
         label = cfg.layer_rules.replace(",", "-").replace("+", "")

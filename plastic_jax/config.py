@@ -121,7 +121,7 @@ def _type_ok(v: Any, ann: str) -> bool | None:
         elif alt == "float":
             ok = isinstance(v, (int, float)) and not isinstance(v, bool)
         elif alt == "tuple[int, ...]":
-            ok = isinstance(v, tuple) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+            ok = isinstance(v, (tuple, list)) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
         elif alt.startswith("dict["):
             ok = isinstance(v, dict)
         else:

@@ -12,10 +12,12 @@ from plastic_jax.checkpoint import Checkpointer
 from plastic_jax.cli import main
 from plastic_jax.meta import meta_init
 
-# Oja's rule with θ_0 = 1e8: the first online update makes the activations overflow, so every
-# meta-gradient is non-finite from the first episode on (the meta-loss itself may stay finite).
-BLOWUP = ["--hidden", "8", "--M", "2", "--K", "3", "--Q", "1", "--rule", "oja", "--theta0", "1e8",
-          "--analysis-every", "0", "--no-progress"]
+# bio (F0, F2 and Oja's F9) with θ_0 = 1e8: the first online update makes the activations
+# overflow, so every meta-gradient is non-finite from the first episode on (the meta-loss itself
+# may stay finite). The same small program as test_checkpoint.py's (shared compilation cache).
+BLOWUP = ["--hidden", "8", "--M", "2", "--K", "3", "--Q", "1", "--rule", "bio", "--theta0", "1e8",
+          "--analysis-every", "4", "--no-progress"]
+THETA0 = {"F0": 1e8, "F2": 0.0, "F9": 0.0}
 
 
 def _records(out):
@@ -35,19 +37,19 @@ def test_consecutive_skips_stop_the_run_and_keep_the_last_finite_theta(tmp_path,
     assert [r["episode"] for r in recs] == [0, 1, 2]
     assert [r["skipped"] for r in recs] == [True, True, True]
     assert [r["consecutive_skips"] for r in recs] == [1, 2, 3]
-    # Θ never moved from its start: θ_0 = 1e8 (exact in float32), θ_9 = 0
+    # Θ never moved from its start: θ_0 = 1e8 (exact in float32), the others 0
     for r in recs:
-        assert r["theta"] == {"F0": 1e8, "F9": 0.0}
+        assert r["theta"] == THETA0
     summary = json.load(open(os.path.join(out, "summary.json")))
-    assert summary["theta"] == [{"F0": 1e8, "F9": 0.0}]
+    assert summary["theta"] == [THETA0]
     assert summary["episodes_completed"] == 3 and "stopped at episode 2" in summary["stopped"]
     assert all(math.isfinite(v) for v in summary["theta"][0].values())
     # the stop wrote a checkpoint of the last finite state (the 5-episode schedule had not come)
     ck = Checkpointer(os.path.join(out, "checkpoints"))
     assert ck.steps() == [3]
-    target = jax.tree.map(lambda x: np.stack([x]), meta_init(np.zeros(2, np.float32), optax.adam(1e-3)))
+    target = jax.tree.map(lambda x: np.stack([x]), meta_init(np.zeros(3, np.float32), optax.adam(1e-3)))
     got = ck.restore_latest(target)
-    np.testing.assert_array_equal(got.state.theta, np.array([[1e8, 0.0]], np.float32))
+    np.testing.assert_array_equal(got.state.theta, np.array([[1e8, 0.0, 0.0]], np.float32))
     assert int(got.state.skips[0]) == 3
     assert int(got.state.opt_state[0].count[0]) == 0  # Adam never counted a skipped update
 
@@ -58,4 +60,4 @@ def test_max_skips_zero_never_stops(tmp_path):
     recs = _records(out)
     assert [r["consecutive_skips"] for r in recs] == [1, 2, 3, 4]
     summary = json.load(open(os.path.join(out, "summary.json")))
-    assert summary["theta"] == [{"F0": 1e8, "F9": 0.0}] and "stopped" not in summary
+    assert summary["theta"] == [THETA0] and "stopped" not in summary

@@ -1,0 +1,117 @@
+"""--config FILE (TOML or JSON): flags given on the command line override it; every bad value is
+one line and exit code 2; a run's config.json reruns the run."""
+
+import json
+import os
+
+import pytest
+
+from plastic_jax.cli import build_parser, config_from_args, given_flags, main
+from plastic_jax.config import ConfigError, TrainConfig, load_config_file, validate
+
+
+def _cfg(argv):
+    args = build_parser().parse_args(argv)
+    args._given = given_flags(argv)
+    return config_from_args(args)
+
+
+TOML = """
+rule = "ehebb"
+hidden = [16, 12]
+K = 7
+meta-lr = 0.01        # dashes work as in the flags
+theta0 = 2            # an integer where a number is expected is fine
+checkpoint_every = 5
+out = "runs/from-toml"
+"""
+
+
+def test_toml_values_are_used_and_given_flags_override_them(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(TOML)
+    cfg = _cfg(["meta-train", "--config", str(path)])
+    assert (cfg.rule, cfg.hidden, cfg.K, cfg.meta_lr, cfg.theta0) == ("ehebb", (16, 12), 7, 0.01, 2.0)
+    assert cfg.checkpoint_every == 5 and cfg.out == "runs/from-toml"
+    assert cfg.Q == TrainConfig().Q  # not in the file, not given: the default
+    # a flag given on the command line wins, even when it equals the flag's default (K = 50)
+    cfg = _cfg(["meta-train", "--config", str(path), "--K", "50", "--hidden", "8", "--out", "elsewhere"])
+    assert (cfg.K, cfg.hidden, cfg.out, cfg.rule) == (50, (8,), "elsewhere", "ehebb")
+
+
+def test_without_config_the_flags_and_defaults_make_the_config():
+    cfg = _cfg(["meta-train", "--rule", "oja", "--seed", "3"])
+    assert cfg == TrainConfig(rule="oja", seed=3, out="runs/oja-fa-s3")
+
+
+def test_json_config_round_trips():
+    cfg = TrainConfig(rule="bio", hidden=(5, 6), train_classes=(0, 1, 2), max_skips=4)
+    assert TrainConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('rule = "bio"\nepisodez = 3\n', "unknown config key(s): episodez"),
+        ('K = "5"\n', "K (--K) must be an integer, got '5'"),
+        ("K = 5.5\n", "K (--K) must be an integer"),
+        ("K = true\n", "K (--K) must be an integer"),
+        ('hidden = "16"\n', "hidden (--hidden) must be a list of integers"),
+        ('hidden = [16, "a"]\n', "hidden (--hidden) must be a list of integers"),
+        ('meta_lr = "fast"\n', "meta_lr (--meta-lr) must be a number"),
+        ('download = "yes"\n', "download (--download) must be true or false"),
+        ('terms = 3\n', "terms (--terms) must be a string or null"),
+        ("max_skips = -1\n", "--max-skips must be an integer >= 0"),
+        ("keep_checkpoints = 1\n", "--keep-checkpoints must be an integer >= 2"),
+        ("checkpoint_every = -2\n", "--checkpoint-every must be an integer >= 0"),
+        ("theta0 = nan\n", "theta0 must be finite"),
+        ("K = \n", "does not parse"),
+        ("M = 0\n", "--M must be a positive integer"),
+    ],
+)
+def test_every_bad_value_is_one_line_and_exit_code_2(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    out = str(tmp_path / "run")
+    assert main(["meta-train", "--config", str(path), "--out", out, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+    assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [("[1, 2]", "must hold a table of settings"), ("{not json", "does not parse"), (None, "cannot read --config")],
+)
+def test_bad_json_files(tmp_path, content, message):
+    path = tmp_path / "c.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config_file(str(path))
+
+
+def test_bad_flag_values_go_through_the_same_validate(tmp_path, capsys):
+    assert main(["meta-train", "--max-skips", "-3", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "--max-skips must be an integer >= 0" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="hidden"):
+        validate(TrainConfig(hidden=(16, 2.5)))
+
+
+def test_a_runs_config_json_reruns_it(tmp_path):
+    first = str(tmp_path / "first")
+    # the small program of test_checkpoint.py (shared compilation cache), another seed
+    args = ["--hidden", "8", "--M", "2", "--K", "3", "--Q", "1", "--rule", "bio", "--episodes", "3",
+            "--seed", "4", "--analysis-every", "4", "--no-progress"]
+    assert main(["meta-train", *args, "--out", first]) == 0
+    again = str(tmp_path / "again")
+    # the file names its own run directory; --out sends the rerun elsewhere
+    assert main(["meta-train", "--config", os.path.join(first, "config.json"), "--out", again,
+                 "--no-progress"]) == 0
+    a = json.load(open(os.path.join(first, "config.json")))
+    b = json.load(open(os.path.join(again, "config.json")))
+    assert {**a, "out": None} == {**b, "out": None}
+    with open(os.path.join(first, "metrics.jsonl")) as f1, open(os.path.join(again, "metrics.jsonl")) as f2:
+        assert f1.read() == f2.read()
+    # without --out it would land on the first run: refused, not overwritten
+    assert main(["meta-train", "--config", os.path.join(first, "config.json"), "--no-progress"]) == 2
