@@ -273,7 +273,8 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
                     f"non-finite meta-updates (--max-skips {cfg.max_skips}); the last finite Θ is in "
                     f"{os.path.join(out, 'summary.json')}"
                 )
-            if ckpt is not None and (stopped or done == cfg.episodes or done % cfg.checkpoint_every == 0):
+            if ckpt is not None and (stopped or done == cfg.episodes
+                                     or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
                 _fsync(log)  # the records of every checkpointed episode are on disk first
                 ckpt.save(done, state)
             if bar is not None:

@@ -144,3 +144,13 @@ def test_resume_refuses_to_change_the_run(tmp_path, uninterrupted, capsys, args,
 def test_resume_without_a_run_is_an_error(tmp_path, capsys):
     assert main(["meta-train", "--resume", str(tmp_path / "nothing"), "--no-progress"]) == 2
     assert "holds no run" in capsys.readouterr().err
+
+
+def test_resume_without_checkpoints_restarts_at_episode_0(tmp_path, uninterrupted, capsys):
+    out = str(tmp_path / "run")
+    shutil.copytree(uninterrupted, out)
+    shutil.rmtree(os.path.join(out, "checkpoints"))
+    assert main(["meta-train", "--resume", out, "--checkpoint-every", "0", "--no-progress"]) == 0
+    assert "at episode 0" in capsys.readouterr().err
+    assert _lines(out) == _lines(uninterrupted)
+    assert os.listdir(os.path.join(out, "checkpoints")) == ["10"]  # the final state is still saved
