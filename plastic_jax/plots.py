@@ -145,7 +145,7 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
 
     def finish(fig, name):
         if title:
-            fig.suptitle(title)
+            fig.suptitle(title, y=1.03)
         written.extend(_save(fig, out, name))
         plt.close(fig)
 
