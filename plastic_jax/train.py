@@ -195,13 +195,16 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
         check_resume(cfg)
     else:
         prepare_out_dir(out, overwrite)
+        if not overwrite and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+            raise ConfigError(f"--out {out!r} holds checkpoints of an earlier run; pass --resume or --overwrite")
         for old in (ckpt_dir, ckpt_dir + "_bad"):
             if os.path.isdir(old):
                 shutil.rmtree(old)
         for old in ("metrics.jsonl", "summary.json"):
             if os.path.exists(os.path.join(out, old)):
                 os.remove(os.path.join(out, old))
-    atomic_write_json(os.path.join(out, "config.json"), cfg.to_json())
+    if not resume:
+        atomic_write_json(os.path.join(out, "config.json"), cfg.to_json())
     optimizer, step = make_step(cfg, rule, spec)
     state = init_state(cfg, rule, optimizer)
     analyze = make_analysis(rule, spec)
@@ -226,6 +229,7 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
         for r in recs:
             accs[r["episode"], r["seed"] - cfg.seed] = r["accuracy"]
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in recs))
+        atomic_write_json(os.path.join(out, "config.json"), cfg.to_json())  # e.g. a raised --episodes
         print(f"resuming {out} at episode {start}", file=sys.stderr)
 
     seed_sh, repl = seed_shardings(cfg.seeds, devices)

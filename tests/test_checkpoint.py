@@ -154,3 +154,23 @@ def test_resume_without_checkpoints_restarts_at_episode_0(tmp_path, uninterrupte
     assert "at episode 0" in capsys.readouterr().err
     assert _lines(out) == _lines(uninterrupted)
     assert os.listdir(os.path.join(out, "checkpoints")) == ["10"]  # the final state is still saved
+
+
+def test_resume_can_raise_episodes(tmp_path, uninterrupted):
+    out = str(tmp_path / "run")
+    shutil.copytree(uninterrupted, out)
+    assert main(["meta-train", "--resume", out, "--episodes", "12", "--no-progress"]) == 0
+    lines = _lines(out)
+    assert lines[:10] == _lines(uninterrupted)
+    assert [json.loads(x)["episode"] for x in lines] == list(range(12))
+    assert json.load(open(os.path.join(out, "config.json")))["episodes"] == 12
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["10", "12"]
+
+
+def test_a_new_run_does_not_clobber_checkpoints(tmp_path, uninterrupted, capsys):
+    out = str(tmp_path / "run")
+    shutil.copytree(uninterrupted, out)
+    os.remove(os.path.join(out, "metrics.jsonl"))
+    assert main(["meta-train", *TINY, "--out", out]) == 2
+    assert "holds checkpoints" in capsys.readouterr().err
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["10", "9"]
