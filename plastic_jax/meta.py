@@ -5,7 +5,6 @@ Everything here is a pure function; the driver (``train.py``) jits and vmaps it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -58,16 +57,9 @@ def l1_penalty(theta: jax.Array, l1: float) -> tuple[jax.Array, jax.Array]:
     return l1 * jnp.sum(jnp.abs(theta)), l1 * jnp.sign(theta)
 
 
-#: meta-gradient estimators: f(theta, rule, spec, key, ci) -> ((loss, acc), grad)
-Estimator = Callable[..., tuple[tuple[jax.Array, jax.Array], jax.Array]]
-
-
-def reverse_grad(theta, rule, spec, key, ci):
-    """Reverse-mode autodiff through the scan (stores every step's weights)."""
-    return jax.value_and_grad(batch_loss, has_aux=True)(theta, rule, spec, key, ci)
-
-
-ESTIMATORS: dict[str, Estimator] = {"reverse": reverse_grad}
+#: meta-gradient estimators f(theta, rule, spec, key, ci) -> ((loss, acc), grad) live in
+#: ``estimators.py`` (reverse, reverse-remat, forward, auto); re-exported here.
+from plastic_jax.estimators import ESTIMATORS, Estimator, reverse_grad  # noqa: E402, F401
 
 
 def meta_init(theta: jax.Array, optimizer: optax.GradientTransformation) -> MetaState:

@@ -125,6 +125,76 @@ def dense_update(theta: jax.Array, terms: Sequence[int], W, pre, post, e_pre, e_
     return sum(theta[i] * TERMS[r](W, pre, post, e_pre, e_post) for i, r in enumerate(terms))
 
 
+#: terms whose update reads Wᵀ post (F6, F7 through s = postᵀ W e_pre; F9 through Oja's Wᵀ post)
+NEEDS_WT_POST = frozenset({6, 7, 9})
+
+
+def layer_factors(
+    theta: jax.Array,
+    terms: Sequence[int],
+    layer_terms: Sequence[int],
+    pre: jax.Array,
+    post: jax.Array,
+    e_pre: jax.Array | None,
+    e_post: jax.Array,
+    z: jax.Array,
+    wt_post: jax.Array | None,
+) -> tuple[jax.Array | None, tuple[tuple[jax.Array, jax.Array], ...]]:
+    """The update of one layer as ``W + Σ_r θ_r F^r = keep·W + Σ_j u_j v_jᵀ``.
+
+    Grouping the outer products by their right-hand vector,
+
+        ΔW = a preᵀ + b e_preᵀ + c (Wᵀ post)ᵀ - θ_3 W,
+
+    with a = -(θ0 + θ5 Σpost + θ7 s) e_post + θ9 post,
+         b = -(θ1 + θ6 s + θ8 t) post - θ2 e_post - θ4 1,  c = -θ9 post,
+         s = postᵀ W e_pre = (Wᵀ post)·e_pre,  t = e_postᵀ W pre = e_post·z.
+
+    Only vectors go in and out (the matrix-vector product Wᵀ post is an argument), so the
+    function is cheap to differentiate: forward-mode meta-gradients (``estimators.py``) push
+    tangents through it with ``jax.jvp``.
+
+    Args:
+      theta: (len(terms),) coefficients for the union ``terms``.
+      terms: the term ids Θ is indexed by (static).
+      layer_terms: the ids this layer applies (static), a subset of ``terms``.
+      pre: (n_pre,). post: (n_post,). e_pre: (n_pre,) or None when no active term needs it.
+      e_post: (n_post,). z: (n_post,) = W pre. wt_post: (n_pre,) = Wᵀ post, or None when
+      no term of ``NEEDS_WT_POST`` is active.
+
+    Returns:
+      ``keep``: () = 1 - θ_3, or None without F3; ``pairs``: up to three (u (n_post,), v (n_pre,)).
+    """
+    th = {r: theta[terms.index(r)] for r in layer_terms}
+    zero = jnp.zeros((), theta.dtype)
+    s = wt_post @ e_pre if (6 in th or 7 in th) else zero
+    t = e_post @ z if 8 in th else zero
+
+    pairs = []
+    if any(r in th for r in (0, 5, 7, 9)):
+        ca = -(th.get(0, zero) + th.get(5, zero) * jnp.sum(post) + th.get(7, zero) * s)
+        pairs.append((ca * e_post + th.get(9, zero) * post, pre))
+    if any(r in th for r in (1, 2, 4, 6, 8)):
+        b = -(th.get(1, zero) + th.get(6, zero) * s + th.get(8, zero) * t) * post
+        b = b - th.get(2, zero) * e_post - th.get(4, zero)
+        pairs.append((b, e_pre))
+    if 9 in th:
+        pairs.append((-th[9] * post, wt_post))
+    keep = 1.0 - th[3] if 3 in th else None
+    return keep, tuple(pairs)
+
+
+def apply_factors(
+    W: jax.Array, keep: jax.Array | None, pairs: Sequence[tuple[jax.Array, jax.Array]]
+) -> jax.Array:
+    """keep·W + Σ_j u_j v_jᵀ as one elementwise expression (XLA fuses it into a single pass
+    over W; a stacked (n_post, 3) @ (3, n_pre) product would cost an extra pass on CPU)."""
+    new_W = W * keep if keep is not None else W
+    for u, v in pairs:
+        new_W = new_W + u[:, None] * v[None, :]
+    return new_W
+
+
 def layer_update(
     theta: jax.Array,
     terms: Sequence[int],
@@ -136,17 +206,10 @@ def layer_update(
     e_post: jax.Array,
     z: jax.Array,
 ) -> jax.Array:
-    """The new weights W + Σ_{r in layer_terms} θ_r F^r, fused into one rank-≤3 product.
+    """The new weights W + Σ_{r in layer_terms} θ_r F^r, fused into one rank-≤3 update.
 
-    Grouping the outer products by their right-hand vector,
-
-        ΔW = a preᵀ + b e_preᵀ + c (Wᵀ post)ᵀ - θ_3 W,
-
-    with a = -(θ0 + θ5 Σpost + θ7 s) e_post + θ9 post,
-         b = -(θ1 + θ6 s + θ8 t) post - θ2 e_post - θ4 1,  c = -θ9 post,
-         s = postᵀ W e_pre = (Wᵀ post)·e_pre,  t = e_postᵀ W pre = e_post·z,
-    so one step costs O(n_post · n_pre) with a single extra matrix-vector product (Wᵀ post)
-    when any of F6, F7, F9 is active.
+    See ``layer_factors`` for the grouping; one step costs O(n_post · n_pre) with a single
+    extra matrix-vector product (Wᵀ post) when any of F6, F7, F9 is active.
 
     Args:
       theta: (len(terms),) coefficients for the union ``terms``.
@@ -155,27 +218,6 @@ def layer_update(
       W: (n_post, n_pre). pre: (n_pre,). post: (n_post,). e_pre: (n_pre,) or None when no
       active term needs it. e_post: (n_post,). z: (n_post,) = W pre.
     """
-    th = {r: theta[terms.index(r)] for r in layer_terms}
-    zero = jnp.zeros((), W.dtype)
-    wt_post = post @ W if any(r in th for r in (6, 7, 9)) else None  # (n_pre,)
-    s = wt_post @ e_pre if (6 in th or 7 in th) else zero
-    t = e_post @ z if 8 in th else zero
-
-    lefts, rights = [], []
-    ca = -(th.get(0, zero) + th.get(5, zero) * jnp.sum(post) + th.get(7, zero) * s)
-    if any(r in th for r in (0, 5, 7, 9)):
-        lefts.append(ca * e_post + th.get(9, zero) * post)
-        rights.append(pre)
-    if any(r in th for r in (1, 2, 4, 6, 8)):
-        b = -(th.get(1, zero) + th.get(6, zero) * s + th.get(8, zero) * t) * post
-        b = b - th.get(2, zero) * e_post - th.get(4, zero)
-        lefts.append(b)
-        rights.append(e_pre)
-    if 9 in th:
-        lefts.append(-th[9] * post)
-        rights.append(wt_post)
-
-    new_W = W * (1.0 - th[3]) if 3 in th else W
-    if lefts:
-        new_W = new_W + jnp.stack(lefts, axis=1) @ jnp.stack(rights, axis=0)
-    return new_W
+    wt_post = post @ W if any(r in NEEDS_WT_POST for r in layer_terms) else None  # (n_pre,)
+    keep, pairs = layer_factors(theta, terms, layer_terms, pre, post, e_pre, e_post, z, wt_post)
+    return apply_factors(W, keep, pairs)
