@@ -52,6 +52,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--l1", type=float, default=d.l1, help="λ of the L1 penalty on Θ (default: %(default)s)")
     g.add_argument("--meta-batch", type=int, default=d.meta_batch,
                    help="tasks per meta-update, vmapped (default: %(default)s, the paper's)")
+    g.add_argument("--meta-grad", dest="estimator", default=d.estimator,
+                   choices=("auto", "reverse", "reverse-remat", "forward"),
+                   help="meta-gradient estimator: auto picks forward mode for ≤ 4 active terms, "
+                        "reverse-remat otherwise (docs/PERFORMANCE.md) (default: %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
     g.add_argument("--seeds", type=int, default=d.seeds,
                    help="independent runs, seeds --seed … --seed+N-1, vmapped in one program "
@@ -145,7 +149,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if hasattr(args, name) and (not base or given is None or name in given):
             setattr(cfg, name, getattr(args, name))
     for name in ("dataset", "data_dir", "M", "K", "Q", "rule", "terms", "feedback", "hidden",
-                 "episodes", "meta_lr", "l1", "meta_batch", "seed", "seeds", "layer_rules", "analysis_every",
+                 "episodes", "meta_lr", "l1", "meta_batch", "estimator", "seed", "seeds", "layer_rules",
+                 "analysis_every",
                  "split", "download", "holdout", "train_classes", "test_classes", "split_seed"):
         if hasattr(args, name) and (not base or given is None or name in given):
             setattr(cfg, name, getattr(args, name))
@@ -205,6 +210,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_benchmark_args(p: argparse.ArgumentParser) -> None:
+    from plastic_jax.benchmark import add_benchmark_args
+
+    add_benchmark_args(p)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from plastic_jax.benchmark import cmd_benchmark as run
+
+    return run(args)
+
+
 #: subcommand name -> (help, add-arguments, run)
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "meta-train": ("meta-learn a plasticity rule's coefficients Θ", add_train_args, cmd_meta_train),
@@ -212,6 +229,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
                  "f0+bp and f0+fa baselines", _add_evaluate_args, cmd_evaluate),
     "plot": ("figures (PNG and PDF) of one or several runs: accuracy, loss, Θ, alignment, "
              "orthonormality", _add_plot_args, cmd_plot),
+    "benchmark": ("time and memory of meta-training episodes per rule, feedback and meta-gradient "
+                  "estimator, against a naive baseline", _add_benchmark_args, cmd_benchmark),
 }
 
 

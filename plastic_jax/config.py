@@ -45,7 +45,7 @@ class TrainConfig:
     seed: int = 0
     seeds: int = 1
     theta0: float = 1e-3
-    estimator: str = "reverse"
+    estimator: str = "auto"  # meta-gradient estimator (estimators.ESTIMATORS); see docs/PERFORMANCE.md
     analysis_every: int = 10  # alignment/orthonormality every N episodes (0: never)
     out: str = "runs/default"
     checkpoint_every: int = 0  # save a checkpoint every N episodes (0: no checkpoints)

@@ -1,0 +1,341 @@
+"""``plastic-jax benchmark``: time and memory of meta-training episodes (issue 3).
+
+For every case (rule × feedback × estimator × stream length T × meta-batch) on the EMNIST-sized
+network with synthetic inputs it measures, in a fresh subprocess (RSS is a high-water mark):
+
+- ``ms_per_episode``: one jitted meta-training step (meta-gradient + Adam), median of
+  ``--repeats`` (5 by default) calls after the first; ``compile_s``: tracing + compilation;
+- ``forward_ms``: the forward-only episode (the same tasks, no gradient), median likewise;
+- ``peak_mem_mb``: the process's peak RSS (``resource.getrusage``) on CPU, the device's
+  ``peak_bytes_in_use`` on a GPU; ``base_rss_mb`` is the RSS before anything was compiled, and
+  ``xla_temp_mb`` XLA's own count of the meta-step's scratch memory;
+- ``cpu_ms_per_episode``: process CPU time per step (steadier than wall time on a shared machine).
+
+With T = 250 and meta-batch 1 it also measures the naive baseline once per rule and feedback:
+the same online step jitted on its own, called from a Python loop over the samples and
+differentiated with ``jax.grad`` of that loop (what a straightforward port does), and reports
+``naive_ms`` (median of 2 calls after a first, compiling one; it is slow) and
+``speedup_vs_naive``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+EMNIST_SIZES = (784, 170, 130, 100, 70, 47)
+RULE_CHOICES = ("f0", "bio", "pool")
+FEEDBACK_CHOICES = ("fa", "bp")
+ESTIMATOR_CHOICES = ("reverse", "reverse-remat", "forward", "auto")
+DEFAULT_ESTIMATORS = ("reverse", "reverse-remat", "forward")
+#: the published PyTorch code on a 2-core CPU, seconds per meta-training episode (SPEC §8)
+PUBLISHED_S = {("f0", "fa"): 1.0, ("bio", "fa"): 3.5}
+M, Q = 5, 10
+
+
+def _csv(choices: tuple[str, ...] | None, cast=str):
+    def parse(s: str):
+        vals = tuple(cast(v.strip()) for v in s.split(",") if v.strip())
+        if choices is not None:
+            bad = [v for v in vals if v not in choices]
+            if bad:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {', '.join(map(str, bad))}; choose from {', '.join(choices)}")
+        if not vals:
+            raise argparse.ArgumentTypeError("empty list")
+        return vals
+
+    return parse
+
+
+def add_benchmark_args(p: argparse.ArgumentParser) -> None:
+    """Flags of ``plastic-jax benchmark`` (shared by scripts/benchmark.py)."""
+    p.add_argument("--rule", type=_csv(RULE_CHOICES), default=RULE_CHOICES,
+                   help="rules, comma-separated (default: f0,bio,pool)")
+    p.add_argument("--feedback", type=_csv(FEEDBACK_CHOICES), default=FEEDBACK_CHOICES,
+                   help="feedback modes (default: fa,bp)")
+    p.add_argument("--estimator", type=_csv(ESTIMATOR_CHOICES), default=DEFAULT_ESTIMATORS,
+                   help="meta-gradient estimators (default: reverse,reverse-remat,forward; auto "
+                        "is reported with the estimator it picks)")
+    p.add_argument("--T", type=_csv(None, int), default=(250, 2500),
+                   help=f"stream lengths, multiples of M={M} (default: 250,2500)")
+    p.add_argument("--meta-batch", type=_csv(None, int), default=(1, 16),
+                   help="tasks per meta-step (default: 1,16)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per case (default: %(default)s)")
+    p.add_argument("--sizes", type=_csv(None, int), default=EMNIST_SIZES,
+                   help="layer sizes (default: 784,170,130,100,70,47)")
+    p.add_argument("--naive", choices=("auto", "yes", "no"), default="auto",
+                   help="measure the naive baseline: auto = at T=250, meta-batch 1 (default)")
+    p.add_argument("--max-mem-gb", type=float, default=None,
+                   help="skip cases whose estimated memory exceeds this (default: 60%% of RAM)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the cases as a JSON list")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+
+
+# ----------------------------------------------------------------------------- one case (worker)
+
+
+def _rss_mb() -> float:
+    """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def synthetic_class_index(T: int, sizes: tuple[int, ...], seed: int = 0):
+    """A ``ClassIndex`` of uniform random images for M = 5 classes, K = T / 5 training and
+    Q = 10 query examples each (exactly K + Q images per class, so only the needed data exists)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from plastic_jax.data.sampler import ClassIndex
+
+    n_classes, dim = sizes[-1], sizes[0]
+    per = T // M + Q
+    rng = np.random.default_rng(seed)
+    x = rng.random((M * per, dim), dtype=np.float32)
+    y = np.repeat(np.arange(M), per).astype(np.int32)
+    index = np.zeros((n_classes, per), np.int32)
+    count = np.zeros(n_classes, np.int32)
+    for c in range(M):
+        index[c] = np.arange(c * per, (c + 1) * per)
+        count[c] = per
+    return ClassIndex(jnp.asarray(x), jnp.asarray(y), jnp.asarray(index), jnp.asarray(count),
+                      jnp.arange(M, dtype=jnp.int32))
+
+
+def _timed(f, args_of, repeats: int) -> tuple[float, float, float]:
+    """(first-call seconds, median wall ms, median CPU ms) of ``f(*args_of(i))``."""
+    import jax
+
+    t = time.perf_counter()
+    jax.block_until_ready(f(*args_of(0)))
+    first = time.perf_counter() - t
+    wall, cpu = [], []
+    for i in range(1, repeats + 1):
+        a = args_of(i)
+        t, c = time.perf_counter(), time.process_time()
+        jax.block_until_ready(f(*a))
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return first, 1e3 * statistics.median(wall), 1e3 * statistics.median(cpu)
+
+
+def naive_baseline_ms(rule, sizes, ci, repeats: int = 2) -> float:
+    """Median ms of jax.grad of a Python loop over a jitted ``online_step`` (one task)."""
+    import jax
+
+    from plastic_jax.data.sampler import sample_task
+    from plastic_jax.inner import initial_theta, online_step, query_loss
+    from plastic_jax.network import init_network
+
+    step = jax.jit(online_step, static_argnums=(1,))
+    task = sample_task(jax.random.PRNGKey(0), ci, M, (ci.index.shape[1] - Q), Q)
+    W0, B = init_network(jax.random.PRNGKey(1), sizes)
+    theta = initial_theta(rule)
+
+    def loss(theta):
+        W = W0
+        for t in range(task.xs.shape[0]):  # the Python loop over samples
+            W = step(theta, rule, W, B, task.xs[t], task.ys[t])
+        return query_loss(W, task.xq, task.yq)[0]
+
+    grad = jax.grad(loss)
+    _, ms, _ = _timed(grad, lambda i: (theta,), repeats)  # the first call (compiling) is not counted
+    return ms
+
+
+def run_case(case: dict[str, Any]) -> dict[str, Any]:
+    """Measure one case in this process; returns the JSON record."""
+    import jax
+    import optax
+
+    from plastic_jax.estimators import choose_estimator
+    from plastic_jax.inner import initial_theta, make_rule
+    from plastic_jax.meta import EpisodeSpec, batch_loss, meta_init, meta_step
+    from plastic_jax.plasticity import RULES
+
+    sizes = tuple(case["sizes"])
+    T, mb = case["T"], case["meta_batch"]
+    rule = make_rule(RULES[case["rule"]], len(sizes) - 1, case["feedback"])
+    spec = EpisodeSpec(sizes, M, T // M, Q, mb)
+    ci = synthetic_class_index(T, sizes)
+    est = case["estimator"]
+    resolved = choose_estimator(len(rule.terms)) if est == "auto" else est
+    base_rss = _rss_mb()
+    opt = optax.adam(1e-3)
+    state = meta_init(initial_theta(rule), opt)
+    keys = [jax.random.PRNGKey(i) for i in range(case["repeats"] + 1)]
+
+    t = time.perf_counter()
+    step = jax.jit(lambda s, k, ci: meta_step(s, k, ci, rule=rule, spec=spec, optimizer=opt, estimator=est))
+    step = step.lower(state, keys[0], ci).compile()
+    compile_s = time.perf_counter() - t
+    xla_temp = None
+    try:
+        mem = step.memory_analysis()
+        xla_temp = round(mem.temp_size_in_bytes / 2**20, 1) if mem is not None else None
+    except Exception:  # memory analysis is best effort (not every backend has it)
+        pass
+    _, ms, cpu_ms = _timed(step, lambda i: (state, keys[i], ci), case["repeats"])
+
+    fwd = jax.jit(lambda th, k, ci: batch_loss(th, rule, spec, k, ci))
+    fwd_compile_s, fwd_ms, fwd_cpu_ms = _timed(fwd, lambda i: (state.theta, keys[i], ci), case["repeats"])
+
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        peak = _rss_mb()
+    else:
+        stats = dev.memory_stats() or {}
+        peak = stats.get("peak_bytes_in_use", 0) / 2**20
+    rec = {
+        "rule": case["rule"], "feedback": case["feedback"], "estimator": est,
+        "resolved_estimator": resolved, "T": T, "meta_batch": mb,
+        "ms_per_episode": round(ms, 2), "forward_ms": round(fwd_ms, 2),
+        "grad_over_forward": round(ms / fwd_ms, 2),
+        "cpu_ms_per_episode": round(cpu_ms, 2), "forward_cpu_ms": round(fwd_cpu_ms, 2),
+        "peak_mem_mb": round(peak, 1), "base_rss_mb": round(base_rss, 1), "xla_temp_mb": xla_temp,
+        "compile_s": round(compile_s, 2), "forward_compile_s": round(fwd_compile_s, 2),
+        "episodes_per_s": round(mb / (ms / 1e3), 2), "repeats": case["repeats"],
+        "sizes": list(sizes), "device": f"{dev.platform}:{dev.device_kind}",
+    }
+    if case.get("naive"):
+        naive = naive_baseline_ms(rule, sizes, ci)
+        rec["naive_ms"] = round(naive, 1)
+        rec["speedup_vs_naive"] = round(naive / ms, 1)
+    return rec
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _estimate_mem_gb(est: str, rule: str, T: int, mb: int, sizes) -> float:
+    """Rough bytes the estimator keeps per meta-step (float32), for skipping hopeless cases."""
+    from plastic_jax.estimators import choose_estimator, remat_segment_length
+    from plastic_jax.plasticity import RULES
+
+    n = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    R = len(RULES[rule])
+    est = choose_estimator(R) if est == "auto" else est
+    snapshots = {"reverse": T, "reverse-remat": T // remat_segment_length(T) + remat_segment_length(T),
+                 "forward": 2 * (1 + R)}[est]
+    return 4 * n * snapshots * mb * 1.5 / 1e9
+
+
+def _cases(args) -> list[dict[str, Any]]:
+    out = []
+    for T in args.T:
+        for mb in args.meta_batch:
+            for rule in args.rule:
+                for fb in args.feedback:
+                    for est in args.estimator:
+                        out.append({"rule": rule, "feedback": fb, "estimator": est, "T": T,
+                                    "meta_batch": mb, "repeats": args.repeats, "sizes": list(args.sizes)})
+    return out
+
+
+def _run_worker(case: dict[str, Any]) -> dict[str, Any]:
+    """Run one case in a fresh Python process; its last stdout line is the JSON record."""
+    cmd = [sys.executable, "-m", "plastic_jax.benchmark", "--worker", json.dumps(case)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {**case, "error": tail}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def markdown_table(recs: list[dict[str, Any]]) -> str:
+    """The cases as a markdown table."""
+    head = ("| rule | fb | estimator | T | meta-batch | ms/episode | forward ms | grad/fwd | CPU ms/episode "
+            "| peak MB (base) | XLA temp MB | compile s | naive ms | speedup | published |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in recs:
+        est = r["estimator"] if r["estimator"] != "auto" else f"auto→{r.get('resolved_estimator', '?')}"
+        if "error" in r or "skipped" in r:
+            why = r.get("error") or r.get("skipped")
+            lines.append(f"| {r['rule']} | {r['feedback']} | {est} | {r['T']} | {r['meta_batch']} | "
+                         f"{why} |" + " |" * 10)
+            continue
+        temp = r["xla_temp_mb"] if r["xla_temp_mb"] is not None else ""
+        pub = PUBLISHED_S.get((r["rule"], r["feedback"]))
+        pub_s = f"{pub * 1e3:.0f} ms ({pub * 1e3 / r['ms_per_episode']:.0f}×)" if pub and r["T"] == 250 \
+            and r["meta_batch"] == 1 else ""
+        lines.append(
+            f"| {r['rule']} | {r['feedback']} | {est} | {r['T']} | {r['meta_batch']} | {r['ms_per_episode']:.1f} "
+            f"| {r['forward_ms']:.1f} | {r['grad_over_forward']:.1f} | {r['cpu_ms_per_episode']:.1f} "
+            f"| {r['peak_mem_mb']:.0f} ({r['base_rss_mb']:.0f}) | {temp} "
+            f"| {r['compile_s']:.1f} | {r.get('naive_ms', '')} | "
+            f"{str(r['speedup_vs_naive']) + '×' if 'speedup_vs_naive' in r else ''} | {pub_s} |")
+    return "\n".join(lines)
+
+
+def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Measure every selected case (one subprocess each); print the table; write --json."""
+    from plastic_jax.config import ConfigError
+
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be positive, got {args.repeats}")
+    bad_T = [T for T in args.T if T <= 0 or T % M]
+    if bad_T:
+        raise ConfigError(f"--T must be positive multiples of M={M}, got {bad_T}")
+    if any(mb <= 0 for mb in args.meta_batch):
+        raise ConfigError(f"--meta-batch must be positive, got {list(args.meta_batch)}")
+    if len(args.sizes) < 2 or any(s <= 0 for s in args.sizes) or args.sizes[-1] < M:
+        raise ConfigError(f"--sizes needs ≥ 2 positive layer sizes and ≥ {M} outputs, got {list(args.sizes)}")
+    max_gb = args.max_mem_gb
+    if max_gb is None:
+        max_gb = 0.6 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    recs = []
+    naive_done = set()
+    load0 = os.getloadavg()
+    for case in _cases(args):
+        key = (case["rule"], case["feedback"])
+        want_naive = args.naive == "yes" or (args.naive == "auto" and case["T"] == 250 and case["meta_batch"] == 1)
+        case["naive"] = want_naive and key not in naive_done
+        need = _estimate_mem_gb(case["estimator"], case["rule"], case["T"], case["meta_batch"], args.sizes)
+        if need > max_gb:
+            rec = {**case, "skipped": f"skipped: needs ~{need:.0f} GB > {max_gb:.0f} GB"}
+        else:
+            rec = _run_worker(case)
+        if "naive_ms" in rec:
+            naive_done.add(key)
+        rec.pop("naive", None)
+        recs.append(rec)
+        print(json.dumps(rec), file=sys.stderr, flush=True)
+    load1 = os.getloadavg()
+    # the naive baseline was measured once per (rule, feedback): attach it to its other rows
+    naive = {(r["rule"], r["feedback"]): r["naive_ms"] for r in recs if "naive_ms" in r}
+    for r in recs:
+        k = (r["rule"], r["feedback"])
+        if k in naive and "naive_ms" not in r and "ms_per_episode" in r and r["T"] == 250 and r["meta_batch"] == 1:
+            r["naive_ms"] = naive[k]
+            r["speedup_vs_naive"] = round(naive[k] / r["ms_per_episode"], 1)
+    print(f"machine: {os.cpu_count()} CPU(s), load average {load0[0]:.1f} at start, {load1[0]:.1f} at end")
+    print(markdown_table(recs))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(recs, f, indent=1)
+    return recs
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.worker:
+        print(json.dumps(run_case(json.loads(args.worker))))
+        return 0
+    run_benchmark(args)
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="benchmark", description=__doc__.splitlines()[0])
+    add_benchmark_args(p)
+    return cmd_benchmark(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
