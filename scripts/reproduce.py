@@ -270,6 +270,12 @@ def _caveats(runs: dict) -> list[str]:
                          f"{th[-1]:.4f} over the last {k} episodes"
                          + (" — still rising, not converged: accuracies are below what more episodes give."
                             if th[-1] > 1.05 * th[-1 - k] else " — about converged."))
+    for name, run in runs.items():
+        sk = skipped(run)
+        if not sk.startswith("0 "):
+            lines.append(f"- {name}: {sk} meta-updates were non-finite (the adapted network overflowed) and "
+                         "skipped; such a seed keeps its last finite Θ, its later episodes keep diverging, and "
+                         "its alignment is nan, so the table's nan and wide CI for this run come from it.")
     lines.append("- The paper's numbers are for EMNIST (47 classes, 28×28, 784-170-130-100-70-47); "
                  "these runs use the data and sizes stated above, so only the ordering of the rules and "
                  "the direction of alignment and orthonormality effects are comparable, not the levels.")
