@@ -54,7 +54,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="tasks per meta-update, vmapped (default: %(default)s, the paper's)")
     g.add_argument("--meta-grad", dest="estimator", default=d.estimator,
                    choices=("auto", "reverse", "reverse-remat", "forward"),
-                   help="meta-gradient estimator: auto picks forward mode for ≤ 4 active terms, "
+                   help="meta-gradient estimator: auto picks forward mode for ≤ 16 active terms, "
                         "reverse-remat otherwise (docs/PERFORMANCE.md) (default: %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
     g.add_argument("--seeds", type=int, default=d.seeds,

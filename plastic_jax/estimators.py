@@ -15,8 +15,8 @@ number by different routes:
   (R × Σ n_ℓ n_{ℓ-1} floats) and updates them with the same fused rank-≤6 expressions as W;
   memory independent of T, time about (1 + c·R) forward episodes with c < 1 (the tangents share
   the primal's vectors and are updated in one batched pass).
-- ``auto``: ``forward`` for R ≤ ``AUTO_FORWARD_MAX_R``, else ``reverse-remat`` (the cost model
-  and its measurements are in docs/PERFORMANCE.md).
+- ``auto``: ``forward`` for R ≤ ``AUTO_FORWARD_MAX_R`` (16, so every rule of the ten-term pool),
+  else ``reverse-remat`` (the cost model and its measurements are in docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -33,8 +33,12 @@ from plastic_jax.inner import Rule, Task, online_step, query_loss
 from plastic_jax.network import BETA, Weights, init_network, softplus, softplus_grad_from_y
 from plastic_jax.plasticity import NEEDS_E_PRE, NEEDS_WT_POST, apply_factors, layer_factors
 
-#: ``auto`` uses forward mode up to this many active θ components, reverse-remat above.
-AUTO_FORWARD_MAX_R = 4
+#: ``auto`` uses forward mode up to this many active θ components, reverse-remat above. Measured
+#: on the EMNIST-sized network, T = 250, 2-core CPU (docs/PERFORMANCE.md): forward mode costs
+#: about (1 + 1.2·R) forward episodes; reverse and reverse-remat cost 25-35 of them for any R
+#: (they move a weight snapshot per step). The crossover lies near R ≈ 20, so with the pool's
+#: ten terms forward mode always wins on CPU; the threshold only matters for larger pools.
+AUTO_FORWARD_MAX_R = 16
 
 Estimator = Callable[..., tuple[tuple[jax.Array, jax.Array], jax.Array]]
 
@@ -272,9 +276,9 @@ def forward_grad(theta, rule: Rule, spec, key, ci):
 
 
 def choose_estimator(n_theta: int) -> str:
-    """The cost model behind ``auto``: forward mode costs about (1 + c·R) forward episodes and
-    grows with R; reverse-remat costs a constant multiple of one forward episode. The crossover
-    measured on the EMNIST-sized network (docs/PERFORMANCE.md) lies between R = 3 and R = 10."""
+    """The cost model behind ``auto``: forward mode costs about (1 + c·R) forward episodes
+    (c ≈ 1.2 measured) and grows with R; reverse-remat costs a constant ≈ 25-35 forward episodes
+    (memory traffic of one weight snapshot per step). Crossover near R ≈ 20 (docs/PERFORMANCE.md)."""
     return "forward" if n_theta <= AUTO_FORWARD_MAX_R else "reverse-remat"
 
 

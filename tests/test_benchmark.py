@@ -23,7 +23,7 @@ def test_tiny_benchmark_case_via_cli_writes_json(tmp_path, capsys):
         assert "error" not in r, r.get("error")
         assert KEYS <= set(r)
         assert (r["rule"], r["feedback"], r["T"], r["meta_batch"]) == ("bio", "fa", 10, 2)
-        assert r["ms_per_episode"] > 0 and r["forward_ms"] > 0 and r["peak_mem_mb"] > r["base_rss_mb"] > 0
+        assert r["ms_per_episode"] > 0 and r["forward_ms"] > 0 and r["peak_mem_mb"] >= r["base_rss_mb"] > 0
     assert recs[1]["resolved_estimator"] == "forward"  # R = 3
     assert recs[0]["naive_ms"] > 0 and recs[0]["speedup_vs_naive"] > 0
     table = capsys.readouterr().out
