@@ -2,6 +2,8 @@
 
 - ``accuracy`` and ``loss``: meta-accuracy and meta-loss per episode, a trailing moving average
   of each seed's curve, the mean over seeds and a 98% bootstrap band over seeds (500 resamples);
+  all NaN-aware: a non-finite value is skipped (one line on stderr says so), and a point that
+  rests on fewer than all seeds is flagged in the legend;
 - ``theta``: the Θ trajectories, one panel per term;
 - ``alignment``: the alignment angle α_ℓ per layer (SPEC §6), at the episodes it was logged;
 - ``orthonormality``: the orthonormality error per layer.
@@ -15,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from plastic_jax.config import ConfigError
-from plastic_jax.stats import bootstrap_ci, moving_average
+from plastic_jax.stats import bootstrap_ci
 
 FIGURES = ("accuracy", "loss", "theta", "alignment", "orthonormality")
 
@@ -106,12 +110,74 @@ def load_run(path: str) -> Run:
     return run
 
 
-def _band(ax, x, curves, label, color):
-    """Mean over seeds (axis 0) with its 98% bootstrap band."""
-    mean, lo, hi = bootstrap_ci(curves, axis=0, level=0.98, n_resamples=500)
+def nan_moving_average(x: np.ndarray, window: int, axis: int = -1) -> np.ndarray:
+    """Trailing moving average that skips non-finite points: entry t is the mean of the finite
+    values among x[max(0, t−window+1) … t], NaN only when none of them is finite.
+
+    A NaN (or ±inf) point is left out of the windows that contain it and affects nothing else
+    (a cumsum-based average would carry it, or an overflowed 1e30, to the end of the curve).
+    """
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    x = np.moveaxis(np.asarray(x, np.float64), axis, -1)
+    fin = np.isfinite(x)
+    pad = [(0, 0)] * (x.ndim - 1) + [(window - 1, 0)]
+    vals = np.lib.stride_tricks.sliding_window_view(np.pad(np.where(fin, x, 0.0), pad), window, axis=-1)
+    cnt = np.lib.stride_tricks.sliding_window_view(np.pad(fin, pad), window, axis=-1).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(cnt > 0, vals.sum(axis=-1) / cnt, np.nan)
+    return np.moveaxis(out, -1, axis)
+
+
+def seed_band(curves: np.ndarray, level: float = 0.98, n_resamples: int = 500):
+    """Mean over seeds (axis 0) of the finite values at each point, and its percentile-bootstrap
+    band over those seeds.
+
+    Points are grouped by which seeds are finite there; each group is resampled over its finite
+    seeds only (whole curves, as ``stats.bootstrap_ci``), so where every seed is finite the band is
+    exactly ``bootstrap_ci(curves)``. Returns (mean, lo, hi, n_finite), each of shape (E,); a
+    point with no finite seed is NaN.
+    """
+    curves = np.asarray(curves, np.float64)
+    fin = np.isfinite(curves)
+    E = curves.shape[1]
+    mean, lo, hi = (np.full(E, np.nan) for _ in range(3))
+    patterns, inverse = np.unique(fin.T, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    for g, pat in enumerate(patterns):
+        if not pat.any():
+            continue
+        cols = np.flatnonzero(inverse == g)
+        m, l, h = bootstrap_ci(curves[pat][:, cols], axis=0, level=level, n_resamples=n_resamples)
+        mean[cols], lo[cols], hi[cols] = m, l, h
+    return mean, lo, hi, fin.sum(axis=0)
+
+
+def _band(ax, x, curves, label, color, *, who: str = "", window: int | None = None):
+    """Mean over seeds (axis 0) with its 98% bootstrap band, NaN-aware (``seed_band``).
+
+    ``window``: smooth each seed's curve first (``nan_moving_average``). Non-finite values are
+    skipped, not propagated; when some exist, one line on stderr names ``who`` and how many
+    points they touch, and where a plotted point rests on fewer than all seeds the legend says so.
+    """
+    curves = np.asarray(curves, np.float64)
+    S = curves.shape[0]
+    bad = ~np.isfinite(curves)
+    if window is not None:
+        curves = nan_moving_average(curves, window, axis=1)
+    mean, lo, hi, n_fin = seed_band(curves)
+    short = n_fin < S
+    if short.any():
+        label = f"{label} ({n_fin[short].min()} of {S} seeds at {short.sum()} points)"
+    if bad.any():
+        print(f"warning: {who}: {bad.sum()} non-finite value(s) in {bad.any(axis=1).sum()} of {S} seed(s) "
+              f"skipped; {short.sum()} of {curves.shape[1]} plotted points average fewer than {S} seeds",
+              file=sys.stderr)
     ax.plot(x, mean, label=label, color=color, lw=1.5)
-    if curves.shape[0] > 1:
-        ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+    if S > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
 
 
 def _save(fig, out: str, name: str) -> list[str]:
@@ -155,7 +221,8 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
         for r in runs:
-            _band(ax, r.episodes, moving_average(getattr(r, attr), window, axis=1), r.label, color[id(r)])
+            _band(ax, r.episodes, getattr(r, attr), r.label, color[id(r)], who=f"{r.path} {attr}",
+                  window=window)
         ax.set_xlabel("episode")
         ax.set_ylabel(f"{ylabel}, moving average ({window})")
         ax.set_title(band_note, fontsize=9)
@@ -171,7 +238,7 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
         for ax, t in zip(axes.flat, terms):
             for r in runs:
                 if t in r.theta:
-                    _band(ax, r.episodes, r.theta[t], r.label, color[id(r)])
+                    _band(ax, r.episodes, r.theta[t], r.label, color[id(r)], who=f"{r.path} theta {t}")
             ax.axhline(0.0, color="k", lw=0.5)
             ax.set_title(f"θ_{t[1:]} ({t})", fontsize=9)
             ax.set_xlabel("episode", fontsize=8)
@@ -198,7 +265,8 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
             for r in have:
                 v = getattr(r, name)
                 if l < v.shape[2]:
-                    _band(ax, r.analysis_episodes, v[:, :, l], r.label, color[id(r)])
+                    _band(ax, r.analysis_episodes, v[:, :, l], r.label, color[id(r)],
+                          who=f"{r.path} {name} layer {l + 1}")
             ax.set_title(f"layer {l + 1}", fontsize=9)
             ax.set_xlabel("episode", fontsize=8)
             if log:

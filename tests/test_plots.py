@@ -102,3 +102,71 @@ def test_plot_of_a_missing_run_is_a_one_line_error(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err.strip()
     assert "holds no run" in err and "\n" not in err
+
+
+def _with_nan(path, *, seed=1, episode=10, key="meta_loss"):
+    recs = [json.loads(x) for x in open(os.path.join(path, "metrics.jsonl"))]
+    with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+        for r in recs:
+            if r["seed"] == seed and r["episode"] == episode:
+                r[key] = float("nan")
+            f.write(json.dumps(r) + "\n")  # json writes NaN, and reads it back
+
+
+def _reference_mean(x, window):
+    """Independent reference: per seed, the mean of the finite values of each trailing window;
+    then the NaN-skipping mean over seeds."""
+    S, E = x.shape
+    sm = np.full((S, E), np.nan)
+    for s in range(S):
+        for t in range(E):
+            w = x[s, max(0, t - window + 1):t + 1]
+            w = w[np.isfinite(w)]
+            if w.size:
+                sm[s, t] = w.mean()
+    return np.nanmean(sm, axis=0)
+
+
+def test_a_nan_in_one_seed_does_not_sink_the_mean(tmp_path, capsys):
+    from plastic_jax.plots import nan_moving_average, seed_band
+
+    p = str(tmp_path / "run")
+    _fake_run(p, episodes=30)
+    _with_nan(p, seed=1, episode=10)
+    r = load_run(p)
+    assert np.isnan(r.meta_loss[1, 10]) and np.isfinite(r.meta_loss).sum() == r.meta_loss.size - 1
+    for window in (1, 5):
+        sm = nan_moving_average(r.meta_loss, window, axis=1)
+        mean, lo, hi, n = seed_band(sm)
+        ref = _reference_mean(r.meta_loss, window)
+        np.testing.assert_allclose(mean, ref, rtol=1e-12)
+        assert np.all(np.isfinite(mean[10:])) and np.all(lo <= mean + 1e-12) and np.all(mean <= hi + 1e-12)
+        # window 1: the NaN episode rests on 2 of 3 seeds; wider windows skip it inside the window
+        assert list(np.flatnonzero(n < 3)) == ([10] if window == 1 else [])
+    # where every seed is finite the band is the plain bootstrap over seeds
+    from plastic_jax.stats import bootstrap_ci
+
+    clean = np.delete(r.meta_loss, 10, axis=1)
+    m0, lo0, hi0 = bootstrap_ci(clean, axis=0, level=0.98, n_resamples=500)
+    m1, lo1, hi1, _ = seed_band(clean)
+    np.testing.assert_array_equal(lo0, lo1)
+    np.testing.assert_array_equal(hi0, hi1)
+
+    out = str(tmp_path / "figs")
+    assert main(["plot", p, "--out", out, "--window", "1"]) == 0
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("warning:")]
+    assert len(lines) == 1 and p in lines[0] and "meta_loss" in lines[0]
+    assert "1 non-finite value(s) in 1 of 3 seed(s)" in lines[0] and "1 of 30 plotted points" in lines[0]
+
+
+def test_nan_moving_average_skips_nan_and_inf_and_huge_values_do_not_leak():
+    from plastic_jax.plots import nan_moving_average
+
+    x = np.array([1.0, np.nan, 3.0, np.inf, 1e30, 2.0, 2.0, 2.0])
+    got = nan_moving_average(x, 2)
+    want = [1.0, 1.0, 3.0, 3.0, 1e30, 5e29, 2.0, 2.0]
+    np.testing.assert_allclose(got, want)
+    assert np.isnan(nan_moving_average(np.array([np.nan, np.nan, 1.0]), 2)[0])
+    with pytest.raises(ValueError):
+        nan_moving_average(x, 0)
