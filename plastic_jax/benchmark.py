@@ -155,9 +155,10 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     import jax
     import optax
 
-    from plastic_jax.estimators import choose_estimator
+    from plastic_jax.episode import EpisodeSpec, batch_loss
+    from plastic_jax.estimators import ESTIMATORS, choose_estimator
     from plastic_jax.inner import initial_theta, make_rule
-    from plastic_jax.meta import EpisodeSpec, batch_loss, meta_init, meta_step
+    from plastic_jax.meta import meta_init, meta_step
     from plastic_jax.plasticity import RULES
 
     sizes = tuple(case["sizes"])
@@ -173,7 +174,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     keys = [jax.random.PRNGKey(i) for i in range(case["repeats"] + 1)]
 
     t = time.perf_counter()
-    step = jax.jit(lambda s, k, ci: meta_step(s, k, ci, rule=rule, spec=spec, optimizer=opt, estimator=est))
+    step = jax.jit(lambda s, k, ci: meta_step(s, k, ci, rule=rule, spec=spec, optimizer=opt, estimator=ESTIMATORS[est]))
     step = step.lower(state, keys[0], ci).compile()
     compile_s = time.perf_counter() - t
     xla_temp = None

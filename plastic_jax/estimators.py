@@ -1,4 +1,4 @@
-"""Interchangeable meta-gradient estimators (SPEC §5), all behind one signature::
+"""Interchangeable meta-gradient estimators (docs/METHOD.md §5), all behind one signature::
 
     estimator(theta, rule, spec, key, ci) -> ((loss, accuracy), grad)
 
@@ -27,10 +27,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from plastic_jax.data.sampler import ClassIndex, sample_task
+from plastic_jax.episode import EpisodeSpec, batch_loss, draw, mean_over_tasks
 from plastic_jax.feedback import feedback_matrices
-from plastic_jax.inner import Rule, Task, online_step, query_loss
-from plastic_jax.network import BETA, Weights, init_network, softplus, softplus_grad_from_y
+from plastic_jax.inner import Rule, online_step, query_loss
+from plastic_jax.network import BETA, Weights, softplus, softplus_grad_from_y
 from plastic_jax.plasticity import NEEDS_E_PRE, NEEDS_WT_POST, apply_factors, layer_factors
 
 #: ``auto`` uses forward mode up to this many active θ components, reverse-remat above. Measured
@@ -40,31 +40,11 @@ from plastic_jax.plasticity import NEEDS_E_PRE, NEEDS_WT_POST, apply_factors, la
 #: ten terms forward mode always wins on CPU; the threshold only matters for larger pools.
 AUTO_FORWARD_MAX_R = 16
 
-Estimator = Callable[..., tuple[tuple[jax.Array, jax.Array], jax.Array]]
-
-
-def _setup(spec, key: jax.Array, ci: ClassIndex, dtype) -> tuple[Task, Weights, Weights]:
-    """The task and the fresh network of one episode, drawn exactly as ``meta.task_loss`` does."""
-    k_task, k_net = jax.random.split(key)
-    task = sample_task(k_task, ci, spec.M, spec.K, spec.Q)
-    W, B = init_network(k_net, spec.sizes, dtype)
-    task = task._replace(xs=task.xs.astype(dtype), xq=task.xq.astype(dtype))
-    return task, W, B
-
-
-def _mean_over_tasks(per_task: Callable, theta, spec, key):
-    """vmap ``per_task(key) -> pytree`` over ``spec.meta_batch`` keys and average every leaf."""
-    keys = jax.random.split(key, spec.meta_batch)
-    return jax.tree.map(lambda a: jnp.mean(a, axis=0), jax.vmap(per_task)(keys))
-
-
 # ----------------------------------------------------------------------------- reverse
 
 
-def reverse_grad(theta, rule: Rule, spec, key, ci):
+def reverse_grad(theta, rule: Rule, spec: EpisodeSpec, key, ci):
     """Reverse-mode autodiff through the scan (stores every step's weights)."""
-    from plastic_jax.meta import batch_loss
-
     return jax.value_and_grad(batch_loss, has_aux=True)(theta, rule, spec, key, ci)
 
 
@@ -108,11 +88,11 @@ def remat_batch_loss(theta, rule: Rule, spec, key, ci):
     """``meta.batch_loss`` with the checkpointed scan: (mean loss, mean accuracy)."""
 
     def per_task(k):
-        task, W, B = _setup(spec, k, ci, theta.dtype)
+        task, W, B = draw(spec, k, ci, theta.dtype)
         W = adapt_remat(theta, rule, W, B, task.xs, task.ys)
         return query_loss(W, task.xq, task.yq)
 
-    return _mean_over_tasks(per_task, theta, spec, key)
+    return mean_over_tasks(per_task, spec, key)
 
 
 def reverse_remat_grad(theta, rule: Rule, spec, key, ci):
@@ -181,7 +161,7 @@ def forward_online_step(
         dys.append(dy)
 
     # teaching signals and their tangents (feedback.teaching_signals, differentiated)
-    Bf = feedback_matrices(rule.feedback, W, B)
+    Bf = feedback_matrices(rule.feedback, W, B, rule.bp_grad)
     need_e0 = any(r in NEEDS_E_PRE for r in rule.layer_terms[0])
     e = ys[-1] - jax.nn.one_hot(label, ys[-1].shape[-1], dtype=ys[-1].dtype)
     de = dys[-1]
@@ -193,7 +173,7 @@ def forward_online_step(
             break
         hh = jnp.concatenate([e[None], de]) @ Bf[i]
         h, dh = hh[0], hh[1:]
-        if rule.feedback == "bp":
+        if rule.feedback == "bp" and rule.bp_grad == "through":  # B = W carries a tangent
             dh = dh + _t_vecmat(e, dW[i])
         g = softplus_grad_from_y(ys[i])
         de = dh * g
@@ -248,7 +228,7 @@ def forward_online_step(
 
 def forward_task(theta, rule: Rule, spec, key, ci) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One task by forward mode: (query loss, accuracy, d loss/dθ (R,))."""
-    task, W, B = _setup(spec, key, ci, theta.dtype)
+    task, W, B = draw(spec, key, ci, theta.dtype)
     R = theta.shape[0]
     dW = tuple(jnp.zeros((R, *w.shape), w.dtype) for w in W)
 
@@ -268,7 +248,7 @@ def forward_task(theta, rule: Rule, spec, key, ci) -> tuple[jax.Array, jax.Array
 
 def forward_grad(theta, rule: Rule, spec, key, ci):
     """Forward mode over the active θ components: memory independent of T."""
-    loss, acc, grad = _mean_over_tasks(lambda k: forward_task(theta, rule, spec, k, ci), theta, spec, key)
+    loss, acc, grad = mean_over_tasks(lambda k: forward_task(theta, rule, spec, k, ci), spec, key)
     return (loss, acc), grad
 
 
@@ -287,7 +267,7 @@ def auto_grad(theta, rule: Rule, spec, key, ci):
     return ESTIMATORS[choose_estimator(len(rule.terms))](theta, rule, spec, key, ci)
 
 
-ESTIMATORS: dict[str, Estimator] = {
+ESTIMATORS: dict[str, Callable] = {
     "auto": auto_grad,
     "reverse": reverse_grad,
     "reverse-remat": reverse_remat_grad,

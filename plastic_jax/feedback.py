@@ -1,4 +1,4 @@
-"""Teaching signals (SPEC §2) for the feedback modes ``bp`` and ``fa``.
+"""Teaching signals (docs/METHOD.md §2) for the feedback modes ``bp`` and ``fa``.
 
 e_L = softmax(z_L) - onehot(label); e_l = (B_{l+1}ᵀ e_{l+1}) ⊙ (1 - exp(-β y_l)) for l = L-1 … 0.
 With ``bp`` the feedback matrices are the current forward weights (B = W); with ``fa`` they
@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import jax
 
-from plastic_jax.network import Activations, Weights, softplus_grad_from_y
+from plastic_jax.network import Activations, Weights, forward, softplus_grad_from_y
 
 FEEDBACK_MODES = ("bp", "fa")
+#: how the meta-gradient treats B = W under ``bp`` (docs/METHOD.md §2)
+BP_GRADS = ("frozen", "through")
 
 
-def feedback_matrices(feedback: str, W: Weights, B: Weights) -> Weights:
-    """The matrices that carry errors backwards: W itself for ``bp``, B for ``fa``."""
+def feedback_matrices(feedback: str, W: Weights, B: Weights, bp_grad: str = "frozen") -> Weights:
+    """The matrices that carry errors backwards: W itself for ``bp``, B for ``fa``.
+
+    ``bp_grad`` (``bp`` only) says what a meta-gradient sees: ``"frozen"`` holds B = W constant
+    (``stop_gradient``; the published code differentiates through a detached copy of W, so its
+    meta-gradient omits the path through the feedback), ``"through"`` differentiates through
+    B = W (the exact gradient of the meta-loss). The values, and so the adapted weights, are
+    the same either way.
+    """
     if feedback == "bp":
-        return W
+        if bp_grad == "frozen":
+            return tuple(jax.lax.stop_gradient(w) for w in W)
+        if bp_grad == "through":
+            return W
+        raise ValueError(f"unknown bp_grad {bp_grad!r}; choose one of {BP_GRADS}")
     if feedback == "fa":
         return B
     raise ValueError(f"unknown feedback mode {feedback!r}; choose one of {FEEDBACK_MODES}")
@@ -53,9 +66,4 @@ def teaching_signals(
 
 def bp_signals(W: Weights, x: jax.Array, label: jax.Array) -> tuple[jax.Array | None, ...]:
     """Backprop teaching signals of weights W for input x (used by the analysis metrics)."""
-    from plastic_jax.network import forward
-
     return teaching_signals(forward(W, x), label, W, need_e0=False)
-
-
-

@@ -1,6 +1,8 @@
-"""The inner loop (SPEC §4): online adaptation as one ``lax.scan`` over the training stream.
+"""The inner loop (docs/METHOD.md §4): online adaptation as one ``lax.scan`` over the stream.
 
-A ``Rule`` (static) names the active terms per layer and the feedback mode; Θ is an array.
+A ``Rule`` (static) names the active terms per layer, the feedback mode and the two reading
+choices; Θ is an array. Drawing a whole episode (task, fresh network, query loss) lives in
+``episode.py``.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from plastic_jax.feedback import FEEDBACK_MODES, feedback_matrices, teaching_signals
-from plastic_jax.network import Weights, forward, init_network
+from plastic_jax.feedback import BP_GRADS, FEEDBACK_MODES, feedback_matrices, teaching_signals
+from plastic_jax.network import Weights, forward
 from plastic_jax.plasticity import NEEDS_E_PRE, layer_update, union_terms
+
+#: readings of terms F5–F8 (docs/METHOD.md §3)
+F5_F8_READINGS = ("matrix", "elementwise")
 
 
 class Rule(NamedTuple):
@@ -21,10 +27,15 @@ class Rule(NamedTuple):
 
     layer_terms: one tuple of term ids per weight layer (L entries).
     feedback: ``"bp"`` or ``"fa"``.
+    bp_grad: with ``bp``, ``"frozen"`` (the paper's code: the meta-gradient holds B = W constant)
+      or ``"through"`` (the exact gradient through B = W); see ``feedback.feedback_matrices``.
+    f5_f8: the reading of terms F5–F8, ``"matrix"`` or ``"elementwise"`` (docs/METHOD.md §3).
     """
 
     layer_terms: tuple[tuple[int, ...], ...]
     feedback: str = "fa"
+    bp_grad: str = "frozen"
+    f5_f8: str = "matrix"
 
     @property
     def terms(self) -> tuple[int, ...]:
@@ -41,17 +52,24 @@ def make_rule(
     n_layers: int = 5,
     feedback: str = "fa",
     layer_terms: Sequence[Sequence[int]] | None = None,
+    *,
+    bp_grad: str = "frozen",
+    f5_f8: str = "matrix",
 ) -> Rule:
     """A rule shared by all ``n_layers`` layers, or a per-layer one (``layer_terms``)."""
     if feedback not in FEEDBACK_MODES:
         raise ValueError(f"unknown feedback mode {feedback!r}; choose one of {FEEDBACK_MODES}")
+    if bp_grad not in BP_GRADS:
+        raise ValueError(f"unknown bp_grad {bp_grad!r}; choose one of {BP_GRADS}")
+    if f5_f8 not in F5_F8_READINGS:
+        raise ValueError(f"unknown f5_f8 reading {f5_f8!r}; choose one of {F5_F8_READINGS}")
     if layer_terms is None:
         layer_terms = [tuple(terms)] * n_layers
-    return Rule(tuple(tuple(sorted(t)) for t in layer_terms), feedback)
+    return Rule(tuple(tuple(sorted(t)) for t in layer_terms), feedback, bp_grad, f5_f8)
 
 
 def initial_theta(rule: Rule, dtype=jnp.float32, theta0: float = 1e-3) -> jax.Array:
-    """SPEC §5: θ_0 = 1e-3, every other θ_r = 0; shape (len(rule.terms),)."""
+    """docs/METHOD.md §5: θ_0 = 1e-3, every other θ_r = 0; shape (len(rule.terms),)."""
     return jnp.array([theta0 if r == 0 else 0.0 for r in rule.terms], dtype)
 
 
@@ -69,7 +87,8 @@ def online_step(
     """
     act = forward(W, x)
     need_e0 = any(r in NEEDS_E_PRE for r in rule.layer_terms[0])
-    es = teaching_signals(act, label, feedback_matrices(rule.feedback, W, B), need_e0=need_e0)
+    es = teaching_signals(act, label, feedback_matrices(rule.feedback, W, B, rule.bp_grad),
+                           need_e0=need_e0)
     terms = rule.terms
     return tuple(
         layer_update(
@@ -95,29 +114,6 @@ def adapt(
 def query_loss(W: Weights, xq: jax.Array, yq: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mean cross-entropy and accuracy of W on the query set xq (N, n_0), yq (N,)."""
     z = forward(W, xq).zs[-1]
-    logp = jax.nn.log_softmax(z, axis=-1)
-    loss = -jnp.mean(jnp.take_along_axis(logp, yq[:, None], axis=-1))
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(z, yq))
     acc = jnp.mean(jnp.argmax(z, axis=-1) == yq)
     return loss, acc
-
-
-class Task(NamedTuple):
-    """One episode's data: a shuffled training stream and a query set."""
-
-    xs: jax.Array  # (T, n_0) with T = M·K
-    ys: jax.Array  # (T,) int
-    xq: jax.Array  # (M·Q, n_0)
-    yq: jax.Array  # (M·Q,) int
-
-
-def episode(
-    theta: jax.Array, rule: Rule, sizes: tuple[int, ...], key: jax.Array, task: Task
-) -> tuple[jax.Array, tuple[jax.Array, Weights, Weights]]:
-    """Fresh W and B from ``key``, online adaptation on the stream, query loss.
-
-    Returns ``(loss, (accuracy, adapted W, B))``.
-    """
-    W, B = init_network(key, sizes, theta.dtype)
-    W = adapt(theta, rule, W, B, task.xs.astype(theta.dtype), task.ys)
-    loss, acc = query_loss(W, task.xq.astype(theta.dtype), task.yq)
-    return loss, (acc, W, B)

@@ -1,28 +1,23 @@
-"""The outer loop (SPEC §5): meta-loss, meta-gradient, and an optax meta-step.
+"""The outer loop (docs/METHOD.md §5): meta-loss, meta-gradient, and an optax meta-step.
 
 Everything here is a pure function; the driver (``train.py``) jits and vmaps it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from plastic_jax.data.sampler import ClassIndex, sample_task
-from plastic_jax.inner import Rule, episode
+from plastic_jax.data.sampler import ClassIndex
+from plastic_jax.episode import EpisodeSpec, batch_loss, task_loss  # noqa: F401 - re-exported
+from plastic_jax.inner import Rule
 
-
-class EpisodeSpec(NamedTuple):
-    """Static shape of an episode: layer sizes and the task's M, K, Q, and the meta-batch."""
-
-    sizes: tuple[int, ...]
-    M: int = 5
-    K: int = 50
-    Q: int = 10
-    meta_batch: int = 1
+#: a meta-gradient estimator (``estimators.py``): (theta, rule, spec, key, ci) -> ((loss, acc), grad)
+Estimator = Callable[..., tuple[tuple[jax.Array, jax.Array], jax.Array]]
 
 
 class MetaState(NamedTuple):
@@ -33,33 +28,9 @@ class MetaState(NamedTuple):
     skips: jax.Array  # () int32: consecutive non-finite updates skipped
 
 
-def task_loss(
-    theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex
-) -> tuple[jax.Array, jax.Array]:
-    """Query loss and accuracy of one task drawn from ``key`` (task and network init)."""
-    k_task, k_net = jax.random.split(key)
-    task = sample_task(k_task, ci, spec.M, spec.K, spec.Q)
-    loss, (acc, _, _) = episode(theta, rule, spec.sizes, k_net, task)
-    return loss, acc
-
-
-def batch_loss(
-    theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex
-) -> tuple[jax.Array, jax.Array]:
-    """Mean query loss and accuracy over ``spec.meta_batch`` tasks (vmap), without the L1 term."""
-    keys = jax.random.split(key, spec.meta_batch)
-    losses, accs = jax.vmap(lambda k: task_loss(theta, rule, spec, k, ci))(keys)
-    return jnp.mean(losses), jnp.mean(accs)
-
-
 def l1_penalty(theta: jax.Array, l1: float) -> tuple[jax.Array, jax.Array]:
     """λ Σ_r |θ_r| and its subgradient λ·sign(θ) (0 at θ_r = 0, so an unused term stays put)."""
     return l1 * jnp.sum(jnp.abs(theta)), l1 * jnp.sign(theta)
-
-
-#: meta-gradient estimators f(theta, rule, spec, key, ci) -> ((loss, acc), grad) live in
-#: ``estimators.py`` (reverse, reverse-remat, forward, auto); re-exported here.
-from plastic_jax.estimators import ESTIMATORS, Estimator, reverse_grad  # noqa: E402, F401
 
 
 def meta_init(theta: jax.Array, optimizer: optax.GradientTransformation) -> MetaState:
@@ -75,14 +46,17 @@ def meta_step(
     spec: EpisodeSpec,
     optimizer: optax.GradientTransformation,
     l1: float = 0.0,
-    estimator: str = "reverse",
+    estimator: Estimator,
 ) -> tuple[MetaState, dict[str, jax.Array]]:
     """One meta-training episode: meta-gradient of the meta-loss, one optimizer update.
+
+    ``estimator`` is the meta-gradient function itself (e.g. ``estimators.forward_grad`` or
+    ``estimators.ESTIMATORS["auto"]``); the meta-step knows nothing of how it works.
 
     A non-finite meta-loss or meta-gradient skips the update (Θ and the optimizer state stay)
     and increments ``skips``; a finite one resets it.
     """
-    (loss, acc), grad = ESTIMATORS[estimator](state.theta, rule, spec, key, ci)
+    (loss, acc), grad = estimator(state.theta, rule, spec, key, ci)
     pen, pen_grad = l1_penalty(state.theta, l1)
     grad = grad + pen_grad
     meta_loss = loss + pen

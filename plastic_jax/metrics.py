@@ -1,4 +1,4 @@
-"""What is measured (SPEC §6): alignment angles and orthonormality error of adapted weights.
+"""What is measured (docs/METHOD.md §6): alignment angles and orthonormality error of adapted weights.
 
 Both are evaluated on an episode's query set, after online adaptation:
 
@@ -18,9 +18,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from plastic_jax.data.sampler import ClassIndex, sample_task
+from plastic_jax.data.sampler import ClassIndex
+from plastic_jax.episode import EpisodeSpec, mean_over_tasks, run
 from plastic_jax.feedback import bp_signals, feedback_matrices, teaching_signals
-from plastic_jax.inner import Rule, episode
+from plastic_jax.inner import Rule
 from plastic_jax.network import Weights, forward
 
 
@@ -60,9 +61,10 @@ def orthonormality_errors(W: Weights, xq: jax.Array) -> jax.Array:
 
 
 def episode_analysis(
-    theta: jax.Array, rule: Rule, spec, key: jax.Array, ci: ClassIndex
+    theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex
 ) -> dict[str, jax.Array]:
-    """Re-run the episode(s) of one meta-step (``meta.batch_loss``'s key use) and measure them.
+    """Re-run the episode(s) of one meta-step (the same key: ``episode.mean_over_tasks``) and
+    measure them.
 
     Returns ``{"alignment": (L,), "orthonormality": (L,), "accuracy": ()}``, each the mean over
     the ``spec.meta_batch`` tasks drawn from ``key``. Pass the Θ the meta-step was given (the
@@ -70,15 +72,11 @@ def episode_analysis(
     """
 
     def one(k):
-        k_task, k_net = jax.random.split(k)
-        task = sample_task(k_task, ci, spec.M, spec.K, spec.Q)
-        _, (acc, W, B) = episode(theta, rule, spec.sizes, k_net, task)
-        xq = task.xq.astype(theta.dtype)
+        out = run(theta, rule, spec, k, ci)
         return {
-            "alignment": alignment_angles(W, B, rule.feedback, xq, task.yq),
-            "orthonormality": orthonormality_errors(W, xq),
-            "accuracy": acc,
+            "alignment": alignment_angles(out.W, out.B, rule.feedback, out.task.xq, out.task.yq),
+            "orthonormality": orthonormality_errors(out.W, out.task.xq),
+            "accuracy": out.accuracy,
         }
 
-    out = jax.vmap(one)(jax.random.split(key, spec.meta_batch))
-    return jax.tree.map(lambda a: jnp.mean(a, axis=0), out)
+    return mean_over_tasks(one, spec, key)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import reference as ref
 
+from plastic_jax.data import Dataset, build_class_index
+from plastic_jax.episode import EpisodeSpec, draw, run
 from plastic_jax.feedback import feedback_matrices, teaching_signals
-from plastic_jax.inner import Task, adapt, episode, make_rule, online_step, query_loss
+from plastic_jax.inner import adapt, make_rule, online_step, query_loss
 from plastic_jax.network import forward, init_network
 
 SIZES = (6, 8, 7, 5, 4)
@@ -96,13 +98,22 @@ def test_fa_errors_use_the_fixed_feedback_matrices():
 
 def test_episode_draws_network_from_key_and_returns_query_metrics():
     with jax.enable_x64(True):
-        xs, ys = _stream(11, 20)
-        xq, yq = _stream(12, 10)
-        task = Task(*(jnp.asarray(a) for a in (xs, ys, xq, yq)))
+        rng = np.random.default_rng(11)
+        data = Dataset("toy", rng.uniform(0, 1, (60, SIZES[0])), np.repeat(np.arange(SIZES[-1]), 15), SIZES[-1])
+        ci = build_class_index(data)
+        ci = ci._replace(x=jnp.asarray(data.x, jnp.float64))
+        spec = EpisodeSpec(SIZES, M=2, K=10, Q=5)
         r = make_rule((0,), n_layers=len(SIZES) - 1, feedback="fa")
         theta = jnp.array([0.1])
-        loss, (acc, W, B) = episode(theta, r, SIZES, jax.random.PRNGKey(3), task)
-        W0, B0 = init_network(jax.random.PRNGKey(3), SIZES, jnp.float64)
+        key = jax.random.PRNGKey(3)
+        out = run(theta, r, spec, key, ci)
+        loss, acc = out.loss, out.accuracy
+        task, W0, B0 = draw(spec, key, ci, jnp.float64)
+        # the network comes from the second half of the key, the task from the first
+        _, k_net = jax.random.split(key)
+        for a, b in zip(W0 + B0, sum(init_network(k_net, SIZES, jnp.float64), ())):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        xs, ys, xq, yq = (np.asarray(a) for a in task)
         Wn = [np.asarray(w) for w in W0]
         for x, y in zip(xs, ys):
             Wn = ref.online_step(np.array([0.1]), r.layer_terms, r.terms, Wn, [np.asarray(b) for b in B0], x, y, "fa")

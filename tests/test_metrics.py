@@ -7,9 +7,10 @@ import pytest
 import reference as ref
 
 from plastic_jax.data import build_class_index, load_dataset, sample_task
-from plastic_jax.inner import episode, make_rule
-from plastic_jax.meta import EpisodeSpec
+from plastic_jax.episode import EpisodeSpec
+from plastic_jax.inner import adapt, make_rule
 from plastic_jax.metrics import alignment_angles, angle_deg, episode_analysis, orthonormality_errors
+from plastic_jax.network import init_network
 
 SIZES = (64, 16, 12, 10)
 
@@ -44,7 +45,8 @@ def adapted():
     task = sample_task(jax.random.PRNGKey(3), ci, 3, 8, 4)
     rule = make_rule([0, 2, 9], n_layers=3, feedback="fa")
     theta = jnp.array([0.05, 0.02, 0.01])
-    _, (_, W, B) = episode(theta, rule, SIZES, jax.random.PRNGKey(4), task)
+    W, B = init_network(jax.random.PRNGKey(4), SIZES)
+    W = adapt(theta, rule, W, B, task.xs, task.ys)
     return W, B, task
 
 
@@ -104,7 +106,7 @@ def test_orthonormal_linear_layer_has_zero_error():
 
 def test_episode_analysis_reuses_the_meta_steps_episode():
     """Its accuracy equals the accuracy of meta.batch_loss on the same key and Θ."""
-    from plastic_jax.meta import batch_loss
+    from plastic_jax.episode import batch_loss
 
     data = load_dataset("digits")
     ci = build_class_index(data)

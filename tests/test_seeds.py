@@ -60,8 +60,9 @@ def test_all_f0_layer_rules_equal_the_shared_f0_rule():
 
     from plastic_jax.config import TrainConfig, layer_term_sets
     from plastic_jax.data import build_class_index, load_dataset
+    from plastic_jax.episode import EpisodeSpec
+    from plastic_jax.estimators import reverse_grad
     from plastic_jax.inner import Rule
-    from plastic_jax.meta import EpisodeSpec, reverse_grad
 
     per_layer = Rule(layer_term_sets(TrainConfig(layer_rules="f0,f0,f0", hidden=(12, 10))), "fa")
     shared = Rule(layer_term_sets(TrainConfig(rule="f0", hidden=(12, 10))), "fa")

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 
 class DataUnavailableError(RuntimeError):
     """The dataset is not on disk and cannot be fetched; the message says how to get it."""
+
+
+class Task(NamedTuple):
+    """One episode's data: a shuffled training stream and a query set (docs/METHOD.md §4)."""
+
+    xs: Any  # (T, n_0) with T = M·K
+    ys: Any  # (T,) int
+    xq: Any  # (M·Q, n_0)
+    yq: Any  # (M·Q,) int
 
 
 class Dataset(NamedTuple):

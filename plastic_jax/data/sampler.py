@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from plastic_jax.data.base import Dataset
-from plastic_jax.inner import Task
+from plastic_jax.data.base import Dataset, Task
 
 
 class ClassIndex(NamedTuple):

@@ -1,0 +1,89 @@
+"""One episode, drawn in one place (docs/METHOD.md §4): the task, the fresh network, the loss.
+
+Every consumer of an episode (the meta-gradient estimators, the meta-step, the analysis metrics,
+``evaluate``) draws it here, so the same key always means the same task, stream order, initial
+W and feedback B:
+
+    key ─split─▶ (k_task, k_net)
+    k_task ─▶ ``data.sample_task``  (M classes, K + Q examples each, shuffled stream)
+    k_net  ─▶ ``network.init_network``  (Xavier-uniform W and, independently, B)
+
+A meta-batch is ``spec.meta_batch`` tasks from ``split(key, meta_batch)``, vmapped, and
+averaged (``mean_over_tasks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from plastic_jax.data.base import Task
+from plastic_jax.data.sampler import ClassIndex, sample_task
+from plastic_jax.inner import Rule, adapt, query_loss
+from plastic_jax.network import Weights, init_network
+
+
+class EpisodeSpec(NamedTuple):
+    """Static shape of an episode: layer sizes (n_0, …, n_L), the task's M, K, Q, the meta-batch."""
+
+    sizes: tuple[int, ...]
+    M: int = 5
+    K: int = 50
+    Q: int = 10
+    meta_batch: int = 1
+
+
+def draw(spec: EpisodeSpec, key: jax.Array, ci: ClassIndex, dtype=jnp.float32) -> tuple[Task, Weights, Weights]:
+    """The task and the fresh network of the episode ``key``.
+
+    Returns ``(task, W, B)``: task.xs (M·K, n_0) and task.xq (M·Q, n_0) cast to ``dtype``;
+    W and B tuples of (n_ℓ, n_{ℓ-1}) matrices.
+    """
+    k_task, k_net = jax.random.split(key)
+    task = sample_task(k_task, ci, spec.M, spec.K, spec.Q)
+    task = task._replace(xs=task.xs.astype(dtype), xq=task.xq.astype(dtype))
+    W, B = init_network(k_net, spec.sizes, dtype)
+    return task, W, B
+
+
+class Outcome(NamedTuple):
+    """An adapted episode: query loss and accuracy (), the adapted W, the feedback B, the task."""
+
+    loss: jax.Array
+    accuracy: jax.Array
+    W: Weights
+    B: Weights
+    task: Task
+
+
+def run(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex) -> Outcome:
+    """Draw the episode ``key``, adapt online with Θ (one ``lax.scan``), measure the query set."""
+    task, W, B = draw(spec, key, ci, theta.dtype)
+    W = adapt(theta, rule, W, B, task.xs, task.ys)
+    loss, acc = query_loss(W, task.xq, task.yq)
+    return Outcome(loss, acc, W, B, task)
+
+
+def task_loss(
+    theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex
+) -> tuple[jax.Array, jax.Array]:
+    """Query loss and accuracy () of the one task drawn from ``key``."""
+    out = run(theta, rule, spec, key, ci)
+    return out.loss, out.accuracy
+
+
+def mean_over_tasks(per_task: Callable[[jax.Array], Any], spec: EpisodeSpec, key: jax.Array) -> Any:
+    """vmap ``per_task(task_key) -> pytree`` over the ``spec.meta_batch`` tasks of ``key`` and
+    average every leaf over the tasks."""
+    keys = jax.random.split(key, spec.meta_batch)
+    return jax.tree.map(lambda a: jnp.mean(a, axis=0), jax.vmap(per_task)(keys))
+
+
+def batch_loss(
+    theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex
+) -> tuple[jax.Array, jax.Array]:
+    """Mean query loss and accuracy over the meta-batch of ``key`` (without the L1 term)."""
+    return mean_over_tasks(lambda k: task_loss(theta, rule, spec, k, ci), spec, key)
