@@ -10,9 +10,10 @@ from __future__ import annotations
 from plastic_jax.data.base import Dataset, DataUnavailableError
 from plastic_jax.data.digits import load_digits
 from plastic_jax.data.emnist import load_emnist
+from plastic_jax.data.glyphs import load_glyphs
 from plastic_jax.data.sampler import ClassIndex, build_class_index, sample_task
 
-SOURCES = {"digits": load_digits, "emnist": load_emnist}
+SOURCES = {"digits": load_digits, "emnist": load_emnist, "glyphs": load_glyphs}
 #: sources that have named splits and may download (``split``, ``download`` keyword arguments)
 SPLIT_SOURCES = frozenset({"emnist"})
 
