@@ -1,15 +1,54 @@
-"""Run configuration and its validation, all in one place.
+"""Every setting of a meta-training run, declared once, and everything derived from it.
 
-``TrainConfig`` holds every setting of a meta-training run; ``validate(cfg, data)`` checks it
-against the dataset and raises ``ConfigError`` with a one-line message for the first bad value.
-The CLI turns a ``ConfigError`` into that message and exit code 2.
+Each field of ``TrainConfig`` carries its ``Setting`` (``setting(default, help, ...)``): the help
+text, the flag name(s), the ``--help`` group, whether ``--resume`` may change it, its validation
+(choices, a bound) and whether ``plastic-jax evaluate`` accepts it as an override of a run's
+config. From that one declaration come:
+
+- the flags of ``meta-train`` and the shared flags of ``evaluate`` (``add_config_flags``);
+- which flags were given on the command line (``given_settings``: every generated flag defaults
+  to ``argparse.SUPPRESS``, so a flag is in the namespace exactly when it was given);
+- config files (``load_config_file``: TOML or JSON, keys as the field names with ``-`` or ``_``;
+  ``TrainConfig.to_json`` / ``from_json``; a run's ``config.json`` is one);
+- ``RESUME_MAY_CHANGE``, the type checks (from the real annotations, ``typing.get_type_hints``)
+  and the per-setting checks of ``validate``;
+- ``LEGACY``: the value a run's config.json written before a setting existed had, used when a
+  run is read back (``TrainConfig.from_run_json``), so an old run resumes as it ran.
+
+``validate(cfg, ...)`` checks everything (with the dataset's facts when given) and raises
+``ConfigError`` with a one-line message for the first bad value; the CLI turns it into that line
+and exit code 2.
+
+**Why argparse generated from the fields, not tyro or jsonargparse.** Both were installed and
+tried on a dataclass with these settings (tyro 1.0.17, jsonargparse 4.53.0):
+
+- jsonargparse: ``--hidden 170,130`` is refused ("Expected a <class 'tuple'>", it wants
+  ``[170,130]``); flags are spelled with underscores (``--train_classes``, ``--meta_lr``;
+  ``--train-classes`` is "unrecognized"); ``--download`` needs a value (``--download true``); a
+  flag placed *before* ``--config`` is overridden by the file (``--M 7 --config c.json`` gives
+  the file's M); TOML files are not read and a ``meta-lr`` key is "not accepted"; ``--meta-grad``
+  cannot name the field ``estimator``; errors span several lines plus a usage block.
+- tyro: comma lists and ``--meta-grad`` work (a custom ``PrimitiveConstructorSpec``,
+  ``tyro.conf.arg(name=...)``), but every error is a multi-line box (``--M x``: 9 lines) and with
+  ``console_outputs=False`` the message is dropped (only ``SystemExit(2)``); an optional value
+  (``--resume [RUN_DIR]``, argparse's ``nargs="?"``) has no spelling; it reads no config files
+  (the file would still be ours, passed as ``default=``); it cannot host the hand-written
+  argparse subcommands (``plot``, ``benchmark``) beside it; and it adds rich, typeguard and
+  shtab (import 70 ms against argparse's 2 ms).
+
+Keeping today's flags and one-line errors with either library takes more code than the builder
+here (``add_config_flags``, about 40 lines), so the CLI stays argparse, generated from the fields.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
+import types
+import typing
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,65 +59,342 @@ class ConfigError(ValueError):
     """A bad setting; the message is one line meant for the user."""
 
 
+# --------------------------------------------------------------------------- the declaration
+
+#: ``Setting.legacy`` of a setting that every run's config.json has
+NO_LEGACY: Any = type("NoLegacy", (), {"__repr__": lambda self: "NO_LEGACY"})()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a ``TrainConfig`` field is, besides its type and default.
+
+    help: the ``--help`` text (the default is appended unless ``show_default`` is False).
+    group: the ``meta-train --help`` group; None: not a flag (config files only).
+    flags: the option strings (default ``--name-with-dashes``).
+    resume: may change on ``--resume`` (it does not alter the episodes already run).
+    choices: the allowed values, or a function returning them (imported late).
+    check: ``value -> None | "must be ..., got ..."`` (the message without the flag).
+    evaluate: also a flag of ``plastic-jax evaluate``, overriding the run's config.json.
+    legacy: the value of a run whose config.json predates the setting (``NO_LEGACY``: the default).
+    noun: how an unknown choice is named in its error ("unknown <noun> 'x'").
+    """
+
+    help: str
+    group: str | None = None
+    flags: tuple[str, ...] = ()
+    resume: bool = False
+    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None
+    check: Callable[[Any], str | None] | None = None
+    evaluate: bool = False
+    legacy: Any = NO_LEGACY
+    noun: str | None = None
+    show_default: bool = True
+    metavar: str | None = None
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
+            **kw: Any) -> Any:
+    """A dataclass field with its ``Setting`` (see there for ``kw``)."""
+    meta = {"setting": Setting(help=help, **kw)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _positive_int(v: Any) -> str | None:
+    return None if v > 0 else f"must be a positive integer, got {v!r}"
+
+
+def _at_least(low: int) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be an integer >= {low}, got {v!r}"
+
+
+def _non_negative_int(v: Any) -> str | None:
+    return None if v >= 0 else f"must be a non-negative integer, got {v!r}"
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else f"must be positive, got {v}"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else f"must be non-negative, got {v}"
+
+
+def _finite(v: Any) -> str | None:
+    return None if math.isfinite(v) else f"must be finite, got {v!r}"
+
+
+def _fraction(v: Any) -> str | None:
+    return None if 0.0 <= v < 1.0 else f"must be a fraction in [0, 1), got {v}"
+
+
+def _sizes(v: Any) -> str | None:
+    return None if all(h > 0 for h in v) else f"sizes must be positive, got {list(v)}"
+
+
+def _feedback_modes() -> Sequence[str]:
+    from plastic_jax.feedback import FEEDBACK_MODES
+
+    return FEEDBACK_MODES
+
+
+def _bp_grads() -> Sequence[str]:
+    from plastic_jax.feedback import BP_GRADS
+
+    return BP_GRADS
+
+
+def _f5_f8_readings() -> Sequence[str]:
+    from plastic_jax.inner import F5_F8_READINGS
+
+    return F5_F8_READINGS
+
+
+def _estimators() -> Sequence[str]:
+    from plastic_jax.estimators import ESTIMATORS
+
+    return tuple(ESTIMATORS)
+
+
+DATA, RULE, META, OUTPUT, RUN = ("task and data", "plasticity rule", "meta-training", "output",
+                                 "config, checkpoints, guard, devices")
+
+
 @dataclass
 class TrainConfig:
-    dataset: str = "digits"
-    data_dir: str | None = None
-    split: str | None = None  # tfds split of emnist; None: the source's default ("test")
-    download: bool = False  # let tfds download and prepare a missing dataset (needs TensorFlow)
-    holdout: float = 0.0  # fraction of classes held out for meta-test (see ``class_split``)
-    train_classes: tuple[int, ...] | None = None  # explicit meta-training classes
-    test_classes: tuple[int, ...] | None = None  # explicit held-out (meta-test) classes
-    split_seed: int = 0  # seed of the class permutation behind --holdout
-    rule: str = "f0"
-    terms: str | None = None  # comma-separated term ids; overrides ``rule``
-    layer_rules: str | None = None  # comma-separated rule names or "+"-joined ids, one per layer
-    feedback: str = "fa"
-    hidden: tuple[int, ...] = (170, 130, 100, 70)
-    episodes: int = 600
-    M: int = 5
-    K: int = 50
-    Q: int = 10
-    meta_lr: float = 1e-3
-    l1: float = 0.0
-    meta_batch: int = 1
-    seed: int = 0
-    seeds: int = 1
-    theta0: float = 1e-3
-    estimator: str = "auto"  # meta-gradient estimator (estimators.ESTIMATORS); see docs/PERFORMANCE.md
-    analysis_every: int = 10  # alignment/orthonormality every N episodes (0: never)
-    out: str = "runs/default"
-    checkpoint_every: int = 0  # save a checkpoint every N episodes (0: no checkpoints)
-    keep_checkpoints: int = 2  # newest checkpoints kept (>= 2, so a damaged newest has a fallback)
-    max_skips: int = 20  # stop after N consecutive skipped (non-finite) meta-updates (0: never)
-    extra: dict[str, Any] = field(default_factory=dict)
+    """Every setting of a meta-training run (the fields' ``Setting`` say what each one is)."""
+
+    dataset: str = setting("digits", "dataset name (digits runs offline)", group=DATA, evaluate=True)
+    data_dir: str | None = setting(
+        None, "where datasets live (emnist: the tfds data dir; default $TFDS_DATA_DIR, else "
+        "~/tensorflow_datasets)", group=DATA, evaluate=True)
+    split: str | None = setting(
+        None, "tfds split for emnist (default: test, 400 images per class, as the published code)",
+        group=DATA, evaluate=True)
+    download: bool = setting(
+        False, "let tfds download and prepare a missing emnist (needs the emnist extra)", group=DATA, evaluate=True)
+    holdout: float = setting(
+        0.0, "fraction of classes held out for meta-test, chosen by a permutation seeded with --split-seed "
+        "(0: no split)", group=DATA, check=_fraction, evaluate=True)
+    train_classes: tuple[int, ...] | None = setting(
+        None, "explicit meta-training classes, e.g. 0,1,2,3,4 (instead of --holdout)", group=DATA, evaluate=True)
+    test_classes: tuple[int, ...] | None = setting(
+        None, "explicit held-out classes (default with --train-classes: the others)", group=DATA, evaluate=True)
+    split_seed: int = setting(0, "seed of the class permutation behind --holdout", group=DATA, evaluate=True)
+    rule: str = setting("f0", "named rule: f0 {0}, pool {0..9}, bio {0,2,9}, ehebb {0,2}, oja {0,9}", group=RULE)
+    terms: str | None = setting(None, "comma-separated term ids, e.g. 0,2,9; overrides --rule", group=RULE)
+    layer_rules: str | None = setting(
+        None, "one rule per weight layer, e.g. f0,ehebb,f0 with --hidden 100,100 (a layer may also be "
+        "'+'-joined term ids, e.g. 0+2); overrides --rule and --terms; a term's coefficient is shared by "
+        "every layer that uses it", group=RULE)
+    feedback: str = setting("fa", "teaching-signal pathway: bp (B = W) or fa (fixed random B)", group=RULE,
+                            choices=_feedback_modes, noun="feedback", evaluate=True)
+    bp_grad: str = setting(
+        "frozen", "with --feedback bp, whether the meta-gradient holds B = W constant as the paper's "
+        "published code does (frozen) or differentiates through B = W (through, the exact gradient)",
+        group=RULE, choices=_bp_grads, noun="--bp-grad", legacy="through", metavar="{frozen,through}")
+    f5_f8: str = setting(
+        "matrix", "the reading of plasticity terms F5-F8: the paper's printed matrix products, a scalar "
+        "times an outer product (matrix), or the element-wise reading that keeps every term local "
+        "(elementwise)", group=RULE, flags=("--f5-f8",), choices=_f5_f8_readings, noun="--f5-f8",
+        legacy="matrix", evaluate=True, metavar="{matrix,elementwise}")
+    hidden: tuple[int, ...] = setting((170, 130, 100, 70), "hidden layer sizes", group=RULE, check=_sizes,
+                                      evaluate=True)
+    episodes: int = setting(600, "meta-training episodes (may be raised on --resume)", group=META,
+                            check=_positive_int, resume=True)
+    M: int = setting(5, "classes per task", group=DATA, check=_positive_int, evaluate=True)
+    K: int = setting(50, "training examples per class", group=DATA, check=_positive_int, evaluate=True)
+    Q: int = setting(10, "query examples per class", group=DATA, check=_positive_int, evaluate=True)
+    meta_lr: float = setting(1e-3, "Adam learning rate", group=META, check=_positive)
+    l1: float = setting(0.0, "λ of the L1 penalty on Θ", group=META, check=_non_negative)
+    meta_batch: int = setting(1, "tasks per meta-update, vmapped (1: the paper's)", group=META,
+                              check=_positive_int)
+    seed: int = setting(0, "random seed", group=META)
+    seeds: int = setting(1, "independent runs, seeds --seed … --seed+N-1, vmapped in one program", group=META,
+                         check=_positive_int)
+    theta0: float = setting(1e-3, "initial θ_0 (the other θ start at 0)", group=RUN, check=_finite)
+    estimator: str = setting(
+        "auto", "meta-gradient estimator: auto picks forward mode for ≤ 16 active terms, reverse-remat "
+        "otherwise (docs/PERFORMANCE.md)", group=META, flags=("--meta-grad",), choices=_estimators,
+        noun="meta-gradient estimator", metavar="{auto,reverse,reverse-remat,forward}")
+    analysis_every: int = setting(
+        10, "log alignment angles and orthonormality error every N episodes and at the last (0: never)",
+        group=META, check=_non_negative_int)
+    out: str = setting("runs/default", "run directory (default: runs/<rule>-<feedback>-s<seed>)", group=OUTPUT,
+                       resume=True, show_default=False)
+    checkpoint_every: int = setting(
+        0, "checkpoint every N episodes into RUN_DIR/checkpoints (0: none)", group=RUN, check=_at_least(0),
+        resume=True)
+    keep_checkpoints: int = setting(2, "newest checkpoints kept, at least 2", group=RUN, check=_at_least(2),
+                                    resume=True)
+    max_skips: int = setting(
+        20, "stop (exit code 3) after N consecutive non-finite meta-updates skipped (0: never)", group=RUN,
+        check=_at_least(0), resume=True)
+    extra: dict[str, Any] = setting(help="derived facts recorded with the run (the resolved class split)",
+                                    factory=dict, resume=True)
 
     def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
-        for k in ("train_classes", "test_classes"):
-            if d[k] is not None:
-                d[k] = list(d[k])
-        return d
+        """The settings as JSON values (tuples become lists), in field order."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        """A config from JSON/TOML values (lists for tuples, an integer for a number); a setting
+        left out takes its default. Unknown keys are a ``ConfigError``; types are checked by
+        ``check_types`` / ``validate``."""
+        unknown = sorted(set(d) - set(SETTINGS))
         if unknown:
             raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
         d = dict(d)
-        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
         for k, v in d.items():
-            if isinstance(v, list) and types[k].startswith("tuple"):
+            tp = FIELD_TYPES[k]
+            if isinstance(v, list) and _is_tuple(tp):
                 d[k] = tuple(v)  # JSON and TOML arrays; validate() checks the items
-            elif types[k] == "float" and isinstance(v, int) and not isinstance(v, bool):
+            elif tp is float and isinstance(v, int) and not isinstance(v, bool):
                 d[k] = float(v)
         return cls(**d)
 
+    @classmethod
+    def from_run_json(cls, d: dict[str, Any]) -> TrainConfig:
+        """A run's own config.json: a setting it lacks (written before the setting existed)
+        takes the value the run had (``LEGACY``), not today's default."""
+        return cls.from_json({**LEGACY, **d})
+
     def dump(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_json(), f, indent=2)
+        """Write ``to_json()`` to ``path`` (through a temporary file, never half a file)."""
+        from plastic_jax.checkpoint import atomic_write_json
+
+        atomic_write_json(path, self.to_json())
+
+
+#: name -> Setting, in field order
+SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in dataclasses.fields(TrainConfig)}
+#: name -> the resolved annotation
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)
+#: settings a resumed run may change (they do not alter the trajectory of the episodes run so far)
+RESUME_MAY_CHANGE: tuple[str, ...] = tuple(n for n, s in SETTINGS.items() if s.resume)
+#: the values of a run written before a setting existed
+LEGACY: dict[str, Any] = {n: s.legacy for n, s in SETTINGS.items() if s.legacy is not NO_LEGACY}
+
+
+def flag_of(name: str) -> str:
+    """The (first) command-line flag of setting ``name``."""
+    s = SETTINGS[name]
+    return s.flags[0] if s.flags else "--" + name.replace("_", "-")
+
+
+def choices_of(name: str) -> tuple[str, ...] | None:
+    """The allowed values of setting ``name`` (None: any value of its type)."""
+    c = SETTINGS[name].choices
+    return tuple(c() if callable(c) else c) if c is not None else None
+
+
+# --------------------------------------------------------------------------- types
+
+
+def _alternatives(tp: Any) -> tuple[Any, ...]:
+    return typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else (tp,)
+
+
+def _is_tuple(tp: Any) -> bool:
+    return any(typing.get_origin(a) is tuple for a in _alternatives(tp))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def type_ok(v: Any, tp: Any) -> bool:
+    """Whether ``v`` is a value of the annotation ``tp`` (str, bool, int, float, tuple[int, ...],
+    dict, and unions of them with None)."""
+    for alt in _alternatives(tp):
+        origin = typing.get_origin(alt) or alt
+        if alt is type(None) and v is None:
+            return True
+        if alt is bool and isinstance(v, bool) or alt is int and _is_int(v) or alt is str and isinstance(v, str):
+            return True
+        if alt is float and (_is_int(v) or isinstance(v, float)):
+            return True
+        if origin is tuple and isinstance(v, (tuple, list)) and all(_is_int(x) for x in v):
+            return True
+        if origin is dict and isinstance(v, dict):
+            return True
+    return False
+
+
+_TYPE_WORDS = {str: "a string", bool: "true or false", int: "an integer", float: "a number",
+               type(None): "null", dict: "a table"}
+
+
+def _type_words(tp: Any) -> str:
+    return " or ".join("a list of integers" if typing.get_origin(a) is tuple
+                       else _TYPE_WORDS.get(typing.get_origin(a) or a, str(a)) for a in _alternatives(tp))
+
+
+def check_types(cfg: TrainConfig) -> None:
+    """Raise ``ConfigError`` for the first setting whose value has the wrong type."""
+    for name, tp in FIELD_TYPES.items():
+        v = getattr(cfg, name)
+        if not type_ok(v, tp):
+            raise ConfigError(f"{name} ({flag_of(name)}) must be {_type_words(tp)}, got {v!r}")
+
+
+# --------------------------------------------------------------------------- CLI and files
+
+
+def _int_list(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in s.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def _show(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | None = None, *,
+                     group: Any = None, groups: dict[str, Any] | None = None,
+                     help_suffix: str | None = None) -> list[str]:
+    """Add the flags of the settings ``names`` (default: every setting with a group) to ``parser``.
+
+    Each flag defaults to ``argparse.SUPPRESS``: a setting is in the parsed namespace exactly when
+    its flag was given (see ``given_settings``). ``group``: add them all to this argument group;
+    else each goes to its setting's group, taken from ``groups`` (name -> argument group) or
+    created on ``parser``. ``help_suffix`` replaces the "(default: ...)" of the help ("": none). Returns the
+    names added.
+    """
+    groups = {} if groups is None else groups
+    added = []
+    for name in names if names is not None else [n for n, s in SETTINGS.items() if s.group]:
+        s, tp = SETTINGS[name], FIELD_TYPES[name]
+        default = TrainConfig.__dataclass_fields__[name].default
+        if group is not None:
+            g = group
+        else:
+            g = groups.get(s.group) or groups.setdefault(s.group, parser.add_argument_group(s.group))
+        text = s.help
+        if help_suffix is not None:
+            text += f" ({help_suffix})" if help_suffix else ""
+        elif s.show_default and not (default is None or default is False or default is dataclasses.MISSING):
+            text += f" (default: {_show(default)})"
+        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": text.replace("%", "%%")}
+        if tp is bool:
+            kw["action"] = "store_true"
+        else:
+            alts = [a for a in _alternatives(tp) if a is not type(None)]
+            kw["type"] = _int_list if _is_tuple(tp) else alts[0]
+            kw["metavar"] = s.metavar
+        g.add_argument(*(s.flags or ("--" + name.replace("_", "-"),)), **kw)
+        added.append(name)
+    return added
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (the flags of ``add_config_flags``)."""
+    return {n: v for n, v in vars(args).items() if n in SETTINGS}
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -106,42 +422,15 @@ def load_config_file(path: str) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in d.items()}
 
 
-def _type_ok(v: Any, ann: str) -> bool | None:
-    """Whether ``v`` fits the annotation string ``ann`` (None: an annotation this does not know)."""
-    results = []
-    for alt in (a.strip() for a in ann.split("|")):
-        if alt == "None":
-            ok = v is None
-        elif alt == "str":
-            ok = isinstance(v, str)
-        elif alt == "bool":
-            ok = isinstance(v, bool)
-        elif alt == "int":
-            ok = isinstance(v, int) and not isinstance(v, bool)
-        elif alt == "float":
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-        elif alt == "tuple[int, ...]":
-            ok = isinstance(v, (tuple, list)) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
-        elif alt.startswith("dict["):
-            ok = isinstance(v, dict)
-        else:
-            return None
-        results.append(ok)
-    return any(results)
+def default_out(cfg: TrainConfig) -> str:
+    """``runs/<rule>-<feedback>-s<seed>``: the run directory when none is given."""
+    label = cfg.terms.replace(",", "-") if cfg.terms else cfg.rule
+    if cfg.layer_rules:
+        label = cfg.layer_rules.replace(",", "-").replace("+", "")
+    return f"runs/{label}-{cfg.feedback}-s{cfg.seed}"
 
 
-_TYPE_WORDS = {"str": "a string", "bool": "true or false", "int": "an integer", "float": "a number",
-               "tuple[int, ...]": "a list of integers", "None": "null"}
-
-
-def check_types(cfg: TrainConfig) -> None:
-    """Raise ``ConfigError`` for the first setting whose value has the wrong type."""
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        ok = _type_ok(v, str(f.type))
-        if ok is False:
-            want = " or ".join(_TYPE_WORDS.get(a.strip(), a.strip()) for a in str(f.type).split("|"))
-            raise ConfigError(f"{f.name} (--{f.name.replace('_', '-')}) must be {want}, got {v!r}")
+# --------------------------------------------------------------------------- validation
 
 
 def layer_term_sets(cfg: TrainConfig) -> tuple[tuple[int, ...], ...]:
@@ -192,8 +481,6 @@ def class_split(cfg: TrainConfig, n_classes: int) -> tuple[tuple[int, ...], tupl
 
 def _check_class_split(cfg: TrainConfig, n_classes: int | None) -> None:
     """The class-split part of ``validate``."""
-    if not 0.0 <= cfg.holdout < 1.0:
-        raise ConfigError(f"--holdout must be a fraction in [0, 1), got {cfg.holdout}")
     explicit = cfg.train_classes is not None or cfg.test_classes is not None
     if explicit and cfg.holdout:
         raise ConfigError("use either --holdout or --train-classes/--test-classes, not both")
@@ -222,44 +509,30 @@ def _check_class_split(cfg: TrainConfig, n_classes: int | None) -> None:
             )
 
 
+def check_settings(cfg: TrainConfig) -> None:
+    """The per-setting checks declared with the fields: type, choices, bound."""
+    check_types(cfg)
+    for name, s in SETTINGS.items():
+        v = getattr(cfg, name)
+        allowed = choices_of(name)
+        if allowed is not None and v not in allowed:
+            raise ConfigError(f"unknown {s.noun or flag_of(name)} {v!r}; choose one of {', '.join(allowed)}")
+        if s.check is not None and v is not None:
+            msg = s.check(v)
+            if msg:
+                raise ConfigError(f"{flag_of(name)} {msg}")
+
+
 def validate(cfg: TrainConfig, n_classes: int | None = None, min_class_count: int | None = None,
              n_allowed_classes: int | None = None) -> None:
     """Raise ``ConfigError`` for the first bad value. Dataset-dependent checks run when the
     dataset facts are given."""
-    from plastic_jax.feedback import FEEDBACK_MODES
-
-    check_types(cfg)
+    check_settings(cfg)
     layer_term_sets(cfg)
-    if cfg.feedback not in FEEDBACK_MODES:
-        raise ConfigError(f"unknown feedback {cfg.feedback!r}; choose one of {', '.join(FEEDBACK_MODES)}")
-    for name in ("episodes", "M", "K", "Q", "meta_batch", "seeds"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or v <= 0:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} must be a positive integer, got {v!r}")
-    if any(h <= 0 for h in cfg.hidden):
-        raise ConfigError(f"--hidden sizes must be positive, got {list(cfg.hidden)}")
-    for name, low in (("checkpoint_every", 0), ("keep_checkpoints", 2), ("max_skips", 0)):
-        if getattr(cfg, name) < low:
-            raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {getattr(cfg, name)!r}")
-    if not math.isfinite(cfg.theta0):
-        raise ConfigError(f"theta0 must be finite, got {cfg.theta0!r}")
-    if not isinstance(cfg.analysis_every, int) or cfg.analysis_every < 0:
-        raise ConfigError(f"--analysis-every must be a non-negative integer, got {cfg.analysis_every!r}")
-    if not cfg.meta_lr > 0:
-        raise ConfigError(f"--meta-lr must be positive, got {cfg.meta_lr}")
-    if not cfg.l1 >= 0:
-        raise ConfigError(f"--l1 must be non-negative, got {cfg.l1}")
-    from plastic_jax.meta import ESTIMATORS
-
-    if cfg.estimator not in ESTIMATORS:
-        raise ConfigError(f"unknown meta-gradient estimator {cfg.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
     from plastic_jax.data import SOURCES, SPLIT_SOURCES
 
     if cfg.split is not None and cfg.dataset in SOURCES and cfg.dataset not in SPLIT_SOURCES:
         raise ConfigError(f"--split applies to {', '.join(sorted(SPLIT_SOURCES))}; {cfg.dataset} has no splits")
-    if not isinstance(cfg.split_seed, int):
-        raise ConfigError(f"--split-seed must be an integer, got {cfg.split_seed!r}")
     _check_class_split(cfg, n_classes)
     if n_allowed_classes is not None and cfg.M > n_allowed_classes:
         raise ConfigError(
