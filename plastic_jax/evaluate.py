@@ -18,8 +18,11 @@ tune on that the learned rule was meta-trained on, and never see the held-out cl
 **Interval.** 95% t-interval over tasks: mean ± t_{0.975, N-1} · s / √N (s: sample standard
 deviation, ddof = 1). Paired differences (learned − baseline, same tasks) get the same interval.
 
-All tasks of one rule run in one jitted call: ``meta.task_loss`` vmapped over task keys (and over
-the θ_0 grid when tuning); inside, the episode is one ``lax.scan`` over the stream.
+All tasks of one rule run in one jitted call: ``episode.task_loss`` vmapped over task keys (and
+over the θ_0 grid when tuning); inside, the episode is one ``lax.scan`` over the stream.
+
+Library: ``evaluate_run(run_dir, ...)`` and ``evaluate_rule(cfg, theta, ...)`` return the results
+as a dict; ``cmd_evaluate`` is the CLI over them.
 """
 
 from __future__ import annotations
@@ -36,11 +39,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from plastic_jax.config import ConfigError, TrainConfig, class_split
+from plastic_jax import rundir
+from plastic_jax.config import SETTINGS, ConfigError, TrainConfig, add_config_flags, class_split
 from plastic_jax.data import build_class_index
 from plastic_jax.data.sampler import ClassIndex
-from plastic_jax.inner import Rule
-from plastic_jax.meta import EpisodeSpec, task_loss
+from plastic_jax.episode import EpisodeSpec, task_loss
+from plastic_jax.experiment import build, rule_of
+from plastic_jax.inner import Rule, make_rule
 
 #: θ_0 grid for the baselines: 10^(-3 … 0) in half decades
 BASELINE_GRID = (1e-3, 3.16e-3, 1e-2, 3.16e-2, 1e-1, 3.16e-1, 1.0)
@@ -56,7 +61,7 @@ def task_accuracies(thetas: jax.Array, keys: jax.Array, ci: ClassIndex, *, rule:
     """Query accuracy of every Θ on every task: thetas (G, R), keys (N, 2) → (G, N).
 
     A task key draws the task and the initial network exactly as in meta-training
-    (``meta.task_loss``), so the same keys mean the same tasks for every rule.
+    (``episode.task_loss``), so the same keys mean the same tasks for every rule.
     """
 
     def one(theta, key):
@@ -81,10 +86,15 @@ def mean_ci95(values: np.ndarray) -> tuple[float, tuple[float, float]]:
     return mean, (mean - half, mean + half)
 
 
+def baseline_rule(feedback: str, n_layers: int) -> Rule:
+    """``f0`` on every layer with ``feedback``."""
+    return make_rule(layer_terms=((0,),) * n_layers, feedback=feedback)
+
+
 def tune_baseline(feedback: str, n_layers: int, spec: EpisodeSpec, ci: ClassIndex, keys: jax.Array,
                   grid: tuple[float, ...]) -> tuple[float, list[float]]:
     """Best θ_0 of ``grid`` for ``f0`` with ``feedback`` by mean accuracy on the tasks of ``keys``."""
-    rule = Rule(((0,),) * n_layers, feedback)
+    rule = baseline_rule(feedback, n_layers)
     accs = np.asarray(task_accuracies(jnp.asarray(grid, jnp.float32)[:, None], keys, ci, rule=rule, spec=spec))
     means = [float(m) for m in np.nan_to_num(accs, nan=0.0).mean(axis=1)]
     return float(grid[int(np.argmax(means))]), means
@@ -92,141 +102,76 @@ def tune_baseline(feedback: str, n_layers: int, spec: EpisodeSpec, ci: ClassInde
 
 def read_learned_theta(run_dir: str, cfg: TrainConfig, terms: tuple[int, ...],
                        seed_index: int = 0) -> tuple[np.ndarray, str]:
-    """Θ of seed ``cfg.seed + seed_index`` of a run, ordered as ``terms``; and where it came from."""
-    summary_path = os.path.join(run_dir, "summary.json")
-    theta: dict[str, float] | None = None
-    if os.path.exists(summary_path):
-        with open(summary_path) as f:
-            thetas = json.load(f).get("theta", [])
+    """Θ of seed ``cfg.seed + seed_index`` of a run, ordered as ``terms``; and where it came from
+    (summary.json, else the seed's last metrics.jsonl record)."""
+    summary = rundir.read_summary(run_dir)
+    theta: Any = None
+    if summary is not None:
+        thetas = summary.get("theta", [])
         if seed_index >= len(thetas):
             raise ConfigError(f"--seed-index {seed_index}: the run has {len(thetas)} seed(s)")
-        theta, source = thetas[seed_index], summary_path
+        theta, source = thetas[seed_index], os.path.join(run_dir, rundir.SUMMARY)
     else:
-        metrics_path = os.path.join(run_dir, "metrics.jsonl")
+        metrics_path = os.path.join(run_dir, rundir.METRICS)
         if not os.path.exists(metrics_path):
             raise ConfigError(f"{run_dir} holds neither summary.json nor metrics.jsonl")
         seed = cfg.seed + seed_index
-        with open(metrics_path) as f:
-            for line in f:
-                if line.strip():
-                    rec = json.loads(line)
-                    if rec.get("seed") == seed:
-                        theta = rec["theta"]
-                        source = f"{metrics_path} (episode {rec['episode']})"
-        if theta is None:
+        mine = [r for r in rundir.read_records(run_dir) if r.get("seed") == seed]
+        if not mine:
             raise ConfigError(f"{metrics_path} has no record of seed {seed}")
+        theta, source = mine[-1].get("theta"), f"{metrics_path} (episode {mine[-1]['episode']})"
+    if not isinstance(theta, dict):
+        raise ConfigError(f"{source} holds no Θ table for seed index {seed_index}")
     missing = [f"F{r}" for r in terms if f"F{r}" not in theta]
     if missing:
         raise ConfigError(f"the run's Θ lacks {', '.join(missing)}; give --theta by hand")
     return np.array([theta[f"F{r}"] for r in terms], np.float32), source
 
 
-def _floats(s: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in s.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+def _check_options(tasks: int, tune_tasks: int, baseline_grid: tuple[float, ...], baseline_lr: float | None) -> None:
+    if tasks < 2:
+        raise ConfigError(f"--tasks must be at least 2 (for a confidence interval), got {tasks}")
+    if tune_tasks < 1:
+        raise ConfigError(f"--tune-tasks must be a positive integer, got {tune_tasks}")
+    if not baseline_grid or any(not v > 0 for v in baseline_grid):
+        raise ConfigError("--baseline-grid must list positive values")
+    if baseline_lr is not None and not baseline_lr > 0:
+        raise ConfigError(f"--baseline-lr must be positive, got {baseline_lr}")
 
 
-def _ints(s: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in s.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
-
-
-#: flags that override the run's config.json (or TrainConfig's defaults without a run)
-_OVERRIDES = ("dataset", "data_dir", "split", "download", "holdout", "train_classes", "test_classes",
-              "split_seed", "hidden", "M", "K", "Q", "feedback")
-
-
-def add_evaluate_args(p: argparse.ArgumentParser) -> None:
-    """Flags of ``evaluate``."""
-    p.add_argument("run_dir", nargs="?", default=None,
-                   help="a meta-training run directory (config.json, summary.json or metrics.jsonl)")
-    g = p.add_argument_group("the rule (default: the run's learned Θ)")
-    g.add_argument("--rule", default=None, help="named rule to evaluate with --theta (f0, bio, ...)")
-    g.add_argument("--terms", default=None, help="comma-separated term ids, e.g. 0,2,9 (with --theta)")
-    g.add_argument("--theta", type=_floats, default=None,
-                   help="Θ by hand, one value per term in increasing term order, e.g. 0.05,0.01,0.002")
-    g.add_argument("--feedback", default=None, help="bp or fa (default: the run's, else fa)")
-    g.add_argument("--seed-index", type=int, default=0,
-                   help="which seed of a multi-seed run supplies Θ (default: the first)")
-    g = p.add_argument_group("meta-test")
-    g.add_argument("--tasks", type=int, default=100, help="number of test tasks (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default: %(default)s)")
-    g.add_argument("--baseline-lr", type=float, default=None,
-                   help="θ_0 of both baselines (default: tuned on the meta-training classes)")
-    g.add_argument("--baseline-grid", type=_floats, default=BASELINE_GRID,
-                   help="θ_0 values tried for the baselines (default: 1e-3 … 1 in half decades)")
-    g.add_argument("--tune-tasks", type=int, default=20,
-                   help="meta-training-class tasks per θ_0 value when tuning (default: %(default)s)")
-    g.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
-    g = p.add_argument_group("data and network (override the run's config.json)")
-    g.add_argument("--dataset", default=None)
-    g.add_argument("--data-dir", default=None)
-    g.add_argument("--split", default=None)
-    g.add_argument("--download", action="store_const", const=True, default=None)
-    g.add_argument("--holdout", type=float, default=None)
-    g.add_argument("--train-classes", type=_ints, default=None)
-    g.add_argument("--test-classes", type=_ints, default=None)
-    g.add_argument("--split-seed", type=int, default=None)
-    g.add_argument("--hidden", type=_ints, default=None)
-    g.add_argument("--M", type=int, default=None)
-    g.add_argument("--K", type=int, default=None)
-    g.add_argument("--Q", type=int, default=None)
-
-
-def _config(args: argparse.Namespace) -> TrainConfig:
-    if args.run_dir is not None:
-        path = os.path.join(args.run_dir, "config.json")
-        if not os.path.exists(path):
-            raise ConfigError(f"{args.run_dir} is not a run directory (no config.json)")
-        with open(path) as f:
-            cfg = TrainConfig.from_json(json.load(f))
-    else:
-        if args.theta is None:
-            raise ConfigError("give a RUN_DIR, or a rule by hand with --rule/--terms and --theta")
+def run_config(run_dir: str | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The config to evaluate: the run's (``TrainConfig()`` without a run), with ``overrides``
+    (settings by name, e.g. ``{"M": 3, "test_classes": (7, 8, 9)}``)."""
+    if run_dir is None:
         cfg = TrainConfig()
-    for name in _OVERRIDES:
-        v = getattr(args, name)
-        if v is not None:
-            setattr(cfg, name, v)
-    if args.rule is not None or args.terms is not None:
-        if args.theta is None:
-            raise ConfigError("--rule/--terms need --theta (the run's Θ belongs to the run's rule)")
-        cfg.rule = args.rule or cfg.rule
-        cfg.terms = args.terms
-        cfg.layer_rules = None
+    else:
+        if not os.path.exists(os.path.join(run_dir, rundir.CONFIG)):
+            raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
+        cfg = rundir.read_config(run_dir)
+    cfg = TrainConfig.from_json({**cfg.to_json(), **(overrides or {})})
+    cfg.meta_batch = 1
     return cfg
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the meta-test described by the CLI arguments; returns the JSON-ready results."""
-    from plastic_jax.train import build
+def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks: int = 100, seed: int = 0,
+                  baseline_lr: float | None = None, baseline_grid: tuple[float, ...] = BASELINE_GRID,
+                  tune_tasks: int = 20, run_dir: str | None = None) -> dict[str, Any]:
+    """Meta-test the rule of ``cfg`` (rule/terms/layer_rules, feedback, f5_f8) with Θ = ``theta``
+    (one value per term, in increasing term order) on ``tasks`` tasks from ``cfg``'s held-out
+    classes, against f0+bp and f0+fa on the same tasks; returns the JSON-ready results.
 
-    if args.tasks < 2:
-        raise ConfigError(f"--tasks must be at least 2 (for a confidence interval), got {args.tasks}")
-    if args.tune_tasks < 1:
-        raise ConfigError(f"--tune-tasks must be a positive integer, got {args.tune_tasks}")
-    if not args.baseline_grid or any(not v > 0 for v in args.baseline_grid):
-        raise ConfigError("--baseline-grid must list positive values")
-    if args.baseline_lr is not None and not args.baseline_lr > 0:
-        raise ConfigError(f"--baseline-lr must be positive, got {args.baseline_lr}")
-    cfg = _config(args)
-    cfg.meta_batch = 1
+    The baselines' θ_0 is ``baseline_lr``, else the best of ``baseline_grid`` on ``tune_tasks``
+    tasks from the meta-training classes. ``seed`` seeds the test and tuning tasks.
+    """
+    _check_options(tasks, tune_tasks, tuple(baseline_grid), baseline_lr)
     data, ci_train, rule, spec = build(cfg)
     terms = rule.terms
-    if args.theta is not None:
-        if len(args.theta) != len(terms):
-            raise ConfigError(
-                f"--theta has {len(args.theta)} value(s) but the rule has {len(terms)} term(s) "
-                f"({', '.join(f'F{r}' for r in terms)})"
-            )
-        theta, source = np.asarray(args.theta, np.float32), "--theta"
-    else:
-        theta, source = read_learned_theta(args.run_dir, cfg, terms, args.seed_index)
-
+    theta = np.asarray(theta, np.float32)
+    if len(theta) != len(terms):
+        raise ConfigError(
+            f"--theta has {len(theta)} value(s) but the rule has {len(terms)} term(s) "
+            f"({', '.join(f'F{r}' for r in terms)})"
+        )
     _, test_classes = class_split(cfg, data.n_classes)
     if test_classes is None:
         print("warning: the run has no class split (--holdout / --test-classes); evaluating on all "
@@ -235,25 +180,23 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     ci_test = build_class_index(data, test_classes)
 
     n_layers = rule.n_layers
-    test_keys = stream_keys(args.seed, EVAL_STREAM, args.tasks)
+    test_keys = stream_keys(seed, EVAL_STREAM, tasks)
     tuning: dict[str, Any] = {}
-    baseline_lr: dict[str, float] = {}
+    baseline_lr_of: dict[str, float] = {}
     for fb in ("bp", "fa"):
-        if args.baseline_lr is not None:
-            baseline_lr[fb] = float(args.baseline_lr)
+        if baseline_lr is not None:
+            baseline_lr_of[fb] = float(baseline_lr)
         else:
-            tune_keys = stream_keys(args.seed, TUNE_STREAM, args.tune_tasks)
-            best, means = tune_baseline(fb, n_layers, spec, ci_train, tune_keys, tuple(args.baseline_grid))
-            baseline_lr[fb] = best
-            tuning[f"f0+{fb}"] = {"grid": list(args.baseline_grid), "mean_accuracy": means, "chosen": best,
-                                 "tasks": args.tune_tasks, "classes": [int(c) for c in np.asarray(ci_train.classes)]}
+            tune_keys = stream_keys(seed, TUNE_STREAM, tune_tasks)
+            best, means = tune_baseline(fb, n_layers, spec, ci_train, tune_keys, tuple(baseline_grid))
+            baseline_lr_of[fb] = best
+            tuning[f"f0+{fb}"] = {"grid": list(baseline_grid), "mean_accuracy": means, "chosen": best,
+                                 "tasks": tune_tasks, "classes": [int(c) for c in np.asarray(ci_train.classes)]}
 
-    entries = [
-        ("learned", rule, theta, source),
-        ("f0+bp", Rule(((0,),) * n_layers, "bp"), np.array([baseline_lr["bp"]], np.float32),
-         "--baseline-lr" if args.baseline_lr is not None else "tuned on meta-training classes"),
-        ("f0+fa", Rule(((0,),) * n_layers, "fa"), np.array([baseline_lr["fa"]], np.float32),
-         "--baseline-lr" if args.baseline_lr is not None else "tuned on meta-training classes"),
+    how = "--baseline-lr" if baseline_lr is not None else "tuned on meta-training classes"
+    entries = [("learned", rule, theta, source)] + [
+        (f"f0+{fb}", baseline_rule(fb, n_layers), np.array([baseline_lr_of[fb]], np.float32), how)
+        for fb in ("bp", "fa")
     ]
     rules, per_task = [], {}
     for name, r, th, src in entries:
@@ -261,7 +204,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         per_task[name] = accs
         mean, (lo, hi) = mean_ci95(accs)
         rules.append({
-            "name": name, "mean_accuracy": mean, "ci95": [lo, hi], "tasks": int(args.tasks),
+            "name": name, "mean_accuracy": mean, "ci95": [lo, hi], "tasks": int(tasks),
             "feedback": r.feedback, "terms": list(r.terms),
             "theta": {f"F{t}": float(v) for t, v in zip(r.terms, th)}, "theta_source": src,
         })
@@ -272,15 +215,27 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "rules": rules,
         "paired_differences": paired,
-        "run_dir": args.run_dir,
+        "run_dir": run_dir,
         "dataset": cfg.dataset,
         "test_classes": [int(c) for c in test_classes],
         "held_out": cfg.extra.get("class_split") is not None,
         "M": cfg.M, "K": cfg.K, "Q": cfg.Q, "hidden": list(cfg.hidden),
-        "seed": args.seed,
+        "seed": seed,
         "baseline_tuning": tuning,
         "interval": "95% t-interval over tasks",
     }
+
+
+def evaluate_run(run_dir: str, *, seed_index: int = 0, overrides: dict[str, Any] | None = None,
+                 **options: Any) -> dict[str, Any]:
+    """Meta-test the learned Θ of the run in ``run_dir`` (seed ``seed_index``; from summary.json,
+    else metrics.jsonl) on its held-out classes; ``overrides`` change the run's settings and
+    ``options`` are ``evaluate_rule``'s."""
+    _check_options(options.get("tasks", 100), options.get("tune_tasks", 20),
+                   tuple(options.get("baseline_grid", BASELINE_GRID)), options.get("baseline_lr"))
+    cfg = run_config(run_dir, overrides)
+    theta, source = read_learned_theta(run_dir, cfg, rule_of(cfg).terms, seed_index)
+    return evaluate_rule(cfg, theta, source=source, run_dir=run_dir, **options)
 
 
 def format_table(res: dict[str, Any]) -> str:
@@ -302,9 +257,69 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _floats(s: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in s.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+
+
+#: settings that ``evaluate`` takes as flags, overriding the run's config.json
+OVERRIDES = tuple(n for n, s in SETTINGS.items() if s.evaluate)
+
+
+def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    """Flags of ``evaluate``: its own, and the settings of ``OVERRIDES`` (generated)."""
+    p.add_argument("run_dir", nargs="?", default=None,
+                   help="a meta-training run directory (config.json, summary.json or metrics.jsonl)")
+    g = p.add_argument_group("the rule (default: the run's learned Θ)")
+    g.add_argument("--rule", dest="hand_rule", metavar="RULE", default=None,
+                   help="named rule to evaluate with --theta (f0, bio, ...)")
+    g.add_argument("--terms", dest="hand_terms", metavar="TERMS", default=None,
+                   help="comma-separated term ids, e.g. 0,2,9 (with --theta)")
+    g.add_argument("--theta", type=_floats, default=None,
+                   help="Θ by hand, one value per term in increasing term order, e.g. 0.05,0.01,0.002")
+    rule_settings = [n for n in OVERRIDES if SETTINGS[n].group == "plasticity rule" and n != "hidden"]
+    add_config_flags(p, rule_settings, group=g, help_suffix="default: the run's")
+    g.add_argument("--seed-index", type=int, default=0,
+                   help="which seed of a multi-seed run supplies Θ (default: the first)")
+    g = p.add_argument_group("meta-test")
+    g.add_argument("--tasks", type=int, default=100, help="number of test tasks (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default: %(default)s)")
+    g.add_argument("--baseline-lr", type=float, default=None,
+                   help="θ_0 of both baselines (default: tuned on the meta-training classes)")
+    g.add_argument("--baseline-grid", type=_floats, default=BASELINE_GRID,
+                   help="θ_0 values tried for the baselines (default: 1e-3 … 1 in half decades)")
+    g.add_argument("--tune-tasks", type=int, default=20,
+                   help="meta-training-class tasks per θ_0 value when tuning (default: %(default)s)")
+    g.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    g = p.add_argument_group("data and network (override the run's config.json; without a run, "
+                             "meta-train's defaults)")
+    add_config_flags(p, [n for n in OVERRIDES if n not in rule_settings], group=g, help_suffix="")
+
+
+def evaluate_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The meta-test the ``evaluate`` command line asks for (``evaluate_run`` or ``evaluate_rule``)."""
+    overrides = {n: getattr(args, n) for n in OVERRIDES if hasattr(args, n)}
+    options = dict(tasks=args.tasks, seed=args.seed, baseline_lr=args.baseline_lr,
+                   baseline_grid=tuple(args.baseline_grid), tune_tasks=args.tune_tasks)
+    by_hand = args.hand_rule is not None or args.hand_terms is not None
+    if args.run_dir is not None and not by_hand and args.theta is None:
+        return evaluate_run(args.run_dir, seed_index=args.seed_index, overrides=overrides, **options)
+    if args.run_dir is None and args.theta is None:
+        raise ConfigError("give a RUN_DIR, or a rule by hand with --rule/--terms and --theta")
+    if args.theta is None:
+        raise ConfigError("--rule/--terms need --theta (the run's Θ belongs to the run's rule)")
+    _check_options(options["tasks"], options["tune_tasks"], options["baseline_grid"], options["baseline_lr"])
+    cfg = run_config(args.run_dir, overrides)
+    if by_hand:
+        cfg.rule, cfg.terms, cfg.layer_rules = args.hand_rule or cfg.rule, args.hand_terms, None
+    return evaluate_rule(cfg, args.theta, source="--theta", run_dir=args.run_dir, **options)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``plastic-jax evaluate``: print the table, optionally write ``--json``."""
-    res = evaluate(args)
+    res = evaluate_args(args)
     print(format_table(res))
     for name, t in res["baseline_tuning"].items():
         lr = t["chosen"]

@@ -15,7 +15,6 @@ Reading runs is NumPy only; matplotlib (Agg backend) is imported when drawing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
@@ -67,22 +66,14 @@ def run_label(config: dict) -> str:
 def load_run(path: str) -> Run:
     """Read ``config.json`` and ``metrics.jsonl`` of a run (the last record of an (episode, seed)
     wins, so a resumed run reads as one)."""
-    cfg_path, met_path = os.path.join(path, "config.json"), os.path.join(path, "metrics.jsonl")
-    if not os.path.exists(met_path):
+    from plastic_jax import rundir
+
+    if not os.path.exists(os.path.join(path, rundir.METRICS)):
         raise ConfigError(f"{path!r} holds no run (no metrics.jsonl)")
-    config = {}
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            config = json.load(f)
-    recs: dict[tuple[int, int], dict] = {}
-    with open(met_path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                r = json.loads(line)
-                recs[(r["episode"], r.get("seed", 0))] = r
+    config = rundir.read_config_dict(path) if os.path.exists(os.path.join(path, rundir.CONFIG)) else {}
+    recs = rundir.latest_records(rundir.read_records(path))
     if not recs:
-        raise ConfigError(f"{met_path!r} is empty")
+        raise ConfigError(f"{os.path.join(path, rundir.METRICS)!r} is empty")
     episodes = np.array(sorted({e for e, _ in recs}))
     seeds = sorted({s for _, s in recs})
     # keep the episodes every seed has reached

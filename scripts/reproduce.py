@@ -21,7 +21,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from plastic_jax.config import TrainConfig  # noqa: E402
+from plastic_jax import rundir  # noqa: E402
+from plastic_jax.config import ConfigError, TrainConfig  # noqa: E402
 from plastic_jax.plots import load_run, plot_runs  # noqa: E402
 from plastic_jax.stats import bootstrap_ci  # noqa: E402
 from plastic_jax.train import TrainingStopped, meta_train  # noqa: E402
@@ -107,16 +108,8 @@ def last_window(run, n: int = 100):
 
 def _seed_records(run) -> dict[int, list[dict]]:
     """The metrics.jsonl records of each seed, in episode order (the last record of an episode wins)."""
-    import json
-
-    recs: dict[tuple[int, int], dict] = {}
-    with open(os.path.join(run.path, "metrics.jsonl")) as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                recs[(r["episode"], r.get("seed", 0))] = r
     out: dict[int, list[dict]] = {}
-    for (_, seed), r in sorted(recs.items()):
+    for (_, seed), r in rundir.latest_records(rundir.read_records(run.path)).items():
         out.setdefault(seed, []).append(r)
     return out
 
@@ -370,13 +363,10 @@ def _figures(lines: list[str], rel: str, runs: dict) -> str:
 
 def _same_config(cfg: TrainConfig) -> bool:
     """Whether cfg.out holds a finished run of exactly this config."""
-    import json
-
     try:
-        with open(os.path.join(cfg.out, "config.json")) as f:
-            old = json.load(f)
-        done = os.path.exists(os.path.join(cfg.out, "summary.json"))
-    except OSError:
+        old = rundir.read_config(cfg.out).to_json()
+        done = rundir.read_summary(cfg.out) is not None
+    except ConfigError:
         return False
     new = cfg.to_json()
     return done and all(old.get(k) == v for k, v in new.items() if k != "extra")

@@ -63,7 +63,7 @@ def test_config_json_round_trip_keeps_class_lists():
 
 
 def test_meta_train_records_the_split_and_draws_only_meta_training_classes(tmp_path):
-    from plastic_jax.train import build
+    from plastic_jax.experiment import build
 
     out = str(tmp_path / "run")
     args = ["meta-train", "--holdout", "0.5", "--episodes", "1", "--hidden", "8", "--K", "3", "--Q", "2",
