@@ -15,11 +15,13 @@ a step that fails is moved to ``RUN_DIR/checkpoints_bad/`` with the reason print
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -68,11 +70,41 @@ class Restored(NamedTuple):
     state: Any  # the restored pytree (NumPy leaves), same structure as the target
 
 
+@contextlib.contextmanager
+def _own_process() -> Iterator[None]:
+    """Make orbax treat this process as a single-process program while it is inside.
+
+    Under JAX's distributed runtime orbax writes NumPy leaves and JSON from process 0 only and
+    syncs all processes; here every process owns its run directory (README, several hosts). So,
+    while a checkpoint is written or read, orbax's process index reads 0, and each manager runs
+    over the processes {0} only (``_manager``), which skips its barriers. Nothing changes in a
+    single-process program.
+    """
+    if jax.process_count() == 1:
+        yield
+        return
+    from unittest import mock
+
+    try:
+        from orbax.checkpoint._src.multihost import multihost
+    except ImportError:  # pragma: no cover - another orbax layout
+        raise CheckpointError("checkpoints under JAX's distributed runtime need orbax-checkpoint's multihost "
+                              "module (orbax.checkpoint._src.multihost); run with --checkpoint-every 0") from None
+    with mock.patch.object(multihost, "process_index", lambda: 0):
+        yield
+
+
 def _manager(directory: str, keep: int):
+    """An orbax manager of ``directory`` (created if missing); see ``_own_process``."""
     import orbax.checkpoint as ocp
 
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
+    os.makedirs(directory, exist_ok=True)
+    kw: dict[str, Any] = {}
+    if jax.process_count() > 1:
+        kw["multiprocessing_options"] = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=False, **kw)
+    with _own_process():
+        return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
 
 
 class Checkpointer:
@@ -87,7 +119,8 @@ class Checkpointer:
         self._mgr = _manager(directory, keep)
 
     def steps(self) -> list[int]:
-        return sorted(self._mgr.all_steps())
+        with _own_process():
+            return sorted(self._mgr.all_steps())
 
     def save(self, episode: int, state: Any) -> None:
         """Write ``state`` (a pytree; moved to host) as step ``episode``. Refuses a non-finite one."""
@@ -97,20 +130,22 @@ class Checkpointer:
         if not all_finite(state):
             raise CheckpointError(f"refusing to checkpoint a non-finite state at episode {episode}")
         meta = {"episode": int(episode), "digest": state_digest(state)}
-        self._mgr.save(
-            int(episode),
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            force=True,
-        )
-        self._mgr.wait_until_finished()
+        with _own_process():
+            self._mgr.save(
+                int(episode),
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                force=True,
+            )
+            self._mgr.wait_until_finished()
 
     def _read(self, step: int, target: Any) -> Any:
         import orbax.checkpoint as ocp
 
         target = jax.device_get(target)
-        got = self._mgr.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
-        )
+        with _own_process():
+            got = self._mgr.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+            )
         meta, state = got["meta"], got["state"]
         state = jax.tree.map(np.asarray, state)
         if jax.tree.structure(state) != jax.tree.structure(target):
@@ -163,7 +198,9 @@ class Checkpointer:
         if os.path.exists(src):
             shutil.move(src, dst)
         print(f"checkpoint {src} is unusable ({why}); moved to {dst}, falling back", file=sys.stderr)
-        self._mgr.reload()
+        with _own_process():
+            self._mgr.reload()
 
     def close(self) -> None:
-        self._mgr.close()
+        with _own_process():
+            self._mgr.close()

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from plastic_jax import rundir
-from plastic_jax.config import TrainConfig
+from plastic_jax.config import ConfigError, TrainConfig
 from plastic_jax.episode import EpisodeSpec
 from plastic_jax.experiment import build  # noqa: F401 - also this module's API (train.build)
 from plastic_jax.inner import Rule, initial_theta
@@ -149,6 +149,8 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
     from plastic_jax.sharding import seed_shardings
 
     exp = build(cfg)
+    if isinstance(devices, int) and devices < 1:
+        raise ConfigError(f"--devices must be a positive integer, got {devices}")
     seed_sh, repl = seed_shardings(cfg.seeds, devices)
     optimizer, step = make_step(cfg, exp.rule, exp.spec)
     analyze, terms = make_analysis(exp.rule, exp.spec), exp.rule.terms

@@ -1,0 +1,212 @@
+"""The run directory (plastic_jax/rundir.py): an old run still resumes, evaluates and plots; the
+one records reader; the lock; nothing on disk changes before every check has passed."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from plastic_jax import rundir
+from plastic_jax.cli import main
+from plastic_jax.plots import load_run
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+#: written by the driver before issue 14 (``plastic-jax meta-train --rule bio --hidden 8 --episodes 4
+#: --K 3 --Q 2 --M 3 --seeds 2 --analysis-every 2 --holdout 0.5 --checkpoint-every 2``): its
+#: config.json has no bp_grad / f5_f8; checkpoints 2 and 4
+OLD_RUN = os.path.join(DATA, "old_run")
+#: the same run by the same old code, 6 episodes without interruption (records and summary)
+OLD_6 = os.path.join(DATA, "old_run_6_episodes.jsonl")
+OLD_6_SUMMARY = os.path.join(DATA, "old_run_6_summary.json")
+
+
+def _lines(path):
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+def _close(a, b, rel=1e-5):
+    """Same keys and values; floats to ``rel`` (float32 rounding of a rewritten core)."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float):
+        return a == pytest.approx(b, rel=rel, abs=1e-9)
+    return a == b
+
+
+def test_an_old_run_directory_resumes_evaluates_and_plots(tmp_path, capsys):
+    run = str(tmp_path / "old_run")
+    shutil.copytree(OLD_RUN, run)
+    old_lines = _lines(os.path.join(OLD_RUN, rundir.METRICS))
+    assert "bp_grad" not in json.load(open(os.path.join(OLD_RUN, rundir.CONFIG)))
+
+    assert main(["meta-train", "--resume", run, "--episodes", "6", "--no-progress"]) == 0
+    assert "at episode 4" in capsys.readouterr().err
+    lines = _lines(os.path.join(run, rundir.METRICS))
+    assert lines[:8] == old_lines  # the records written before are kept byte for byte
+    records = [json.loads(x) for x in lines]
+    assert [(r["episode"], r["seed"]) for r in records] == [(e, s) for e in range(6) for s in (0, 1)]
+    # episodes 4 and 5 continue the old run: what the old code wrote without interruption
+    whole = [json.loads(x) for x in _lines(OLD_6)]
+    assert all(_close(a, b) for a, b in zip(records[8:], whole[8:]))
+    assert _close(json.load(open(os.path.join(run, rundir.SUMMARY))), json.load(open(OLD_6_SUMMARY)))
+    cfg = json.load(open(os.path.join(run, rundir.CONFIG)))
+    # the run keeps the semantics it had: the exact gradient through B = W was the only one then
+    assert (cfg["episodes"], cfg["bp_grad"], cfg["f5_f8"]) == (6, "through", "matrix")
+    assert sorted(os.listdir(os.path.join(run, rundir.CHECKPOINTS))) == ["4", "6"]
+    assert not os.path.exists(os.path.join(run, rundir.LOCK))
+
+    js = str(tmp_path / "ev.json")
+    assert main(["evaluate", run, "--tasks", "2", "--tune-tasks", "1", "--baseline-grid", "0.1",
+                 "--json", js]) == 0
+    res = json.load(open(js))
+    summary = json.load(open(os.path.join(run, rundir.SUMMARY)))
+    assert res["rules"][0]["theta"] == pytest.approx(summary["theta"][0], rel=1e-6)
+    assert res["held_out"] and res["test_classes"] == cfg["extra"]["class_split"]["test"]
+
+    figs = str(tmp_path / "figs")
+    assert main(["plot", run, "--out", figs]) == 0
+    assert {"accuracy.png", "theta.png", "alignment.png"} <= set(os.listdir(figs))
+    old = load_run(OLD_RUN)  # and the untouched old directory reads as before
+    assert old.accuracy.shape == (2, 4) and list(old.analysis_episodes) == [0, 2, 3]
+
+
+def test_resume_refuses_to_change_a_setting_the_old_run_predates(tmp_path, capsys):
+    run = str(tmp_path / "old_run")
+    shutil.copytree(OLD_RUN, run)
+    assert main(["meta-train", "--resume", run, "--bp-grad", "frozen", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bp_grad is 'through'" in err and "\n" not in err
+    assert _lines(os.path.join(run, rundir.METRICS)) == _lines(os.path.join(OLD_RUN, rundir.METRICS))
+
+
+# --- reading back ----------------------------------------------------------------------------
+
+
+def _write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _rec(ep, seed, **kw):
+    return json.dumps({"episode": ep, "seed": seed, "accuracy": 0.5, **kw}) + "\n"
+
+
+def test_read_records_drops_a_torn_last_line_and_names_a_damaged_one(tmp_path):
+    run = str(tmp_path)
+    path = os.path.join(run, rundir.METRICS)
+    _write(path, _rec(0, 0) + _rec(0, 1) + _rec(1, 0) + '{"episode": 1, "se')
+    assert [(r["episode"], r["seed"]) for r in rundir.read_records(run)] == [(0, 0), (0, 1), (1, 0)]
+    assert [r["episode"] for r in rundir.complete_episodes(rundir.read_records(run), 2)] == [0, 0]
+    _write(path, _rec(0, 0) + "not json\n" + _rec(1, 0))
+    with pytest.raises(rundir.RunDirError, match=r"metrics.jsonl line 2 is not JSON"):
+        rundir.read_records(run)
+    _write(path, _rec(0, 0) + "[1, 2]\n" + _rec(1, 0))
+    with pytest.raises(rundir.RunDirError, match=r"line 2 is not a record"):
+        rundir.read_records(run)
+    assert rundir.read_records(str(tmp_path / "nothing")) == []
+
+
+def test_nan_meta_loss_keeps_its_spelling_and_reads_back(tmp_path):
+    """A skipped episode's NaN meta-loss is written as Python's JSON writes it (NaN), as before."""
+    _write(os.path.join(tmp_path, rundir.METRICS), _rec(0, 0, meta_loss=float("nan")))
+    assert "NaN" in open(os.path.join(tmp_path, rundir.METRICS)).read()
+    (r,) = rundir.read_records(str(tmp_path))
+    assert r["meta_loss"] != r["meta_loss"]
+
+
+def test_latest_record_of_an_episode_wins(tmp_path):
+    _write(os.path.join(tmp_path, rundir.METRICS), _rec(0, 0) + _rec(1, 0) + _rec(1, 0, accuracy=0.9))
+    latest = rundir.latest_records(rundir.read_records(str(tmp_path)))
+    assert list(latest) == [(0, 0), (1, 0)] and latest[(1, 0)]["accuracy"] == 0.9
+
+
+@pytest.mark.parametrize("name,text,message", [
+    (rundir.CONFIG, "{not json", "config.json is not valid JSON"),
+    (rundir.CONFIG, "[1]", "config.json must hold a table"),
+    (rundir.CONFIG, '{"episodez": 3}', "unknown config key(s): episodez"),
+    (rundir.SUMMARY, "{", "summary.json is not valid JSON"),
+])
+def test_damaged_files_are_one_line_naming_the_file(tmp_path, name, text, message):
+    _write(os.path.join(tmp_path, name), text)
+    with pytest.raises(rundir.RunDirError) as e:
+        rundir.read_config(str(tmp_path)) if name == rundir.CONFIG else rundir.read_summary(str(tmp_path))
+    assert message in str(e.value) and name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_damaged_config_json_stops_resume_and_evaluate_with_one_line(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    shutil.copytree(OLD_RUN, run)
+    _write(os.path.join(run, rundir.CONFIG), '{"rule": "bio", "K": ')
+    for argv in (["meta-train", "--resume", run, "--no-progress"], ["evaluate", run], ["plot", run]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "config.json is not valid JSON" in err and "\n" not in err, argv
+
+
+# --- the lock --------------------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    os.makedirs(run)
+    with rundir.RunLock(run):
+        with pytest.raises(rundir.RunDirError) as e:
+            rundir.RunLock(run).acquire()
+        assert f"pid {os.getpid()} on host {socket.gethostname()}" in str(e.value)
+        assert main(["meta-train", "--episodes", "1", "--hidden", "8", "--out", run, "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is being written by pid" in err and "\n" not in err
+        assert not os.path.exists(os.path.join(run, rundir.CONFIG))
+    assert not os.path.exists(os.path.join(run, rundir.LOCK))  # released: removed
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
+    run = str(tmp_path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _write(os.path.join(run, rundir.LOCK), json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    with rundir.RunLock(run):
+        holder = json.load(open(os.path.join(run, rundir.LOCK)))
+        assert holder["pid"] == os.getpid()
+    assert "taking over the stale lock" in capsys.readouterr().err
+
+
+def test_a_lock_naming_another_host_is_not_taken(tmp_path):
+    run = str(tmp_path)
+    _write(os.path.join(run, rundir.LOCK), json.dumps({"pid": 12345, "host": "elsewhere"}))
+    with pytest.raises(rundir.RunDirError, match="locked by pid 12345 on host elsewhere"):
+        rundir.RunLock(run).acquire()
+
+
+# --- nothing changes on disk before every check has passed -----------------------------------
+
+
+def _an_earlier_run(run):
+    _write(os.path.join(run, rundir.METRICS), _rec(0, 0))
+    _write(os.path.join(run, rundir.SUMMARY), "{}")
+    _write(os.path.join(run, rundir.CHECKPOINTS, "1", "x"), "x")
+    return {p: open(os.path.join(run, p)).read() for p in (rundir.METRICS, rundir.SUMMARY)}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--K", "170", "--Q", "10"], "larger than the smallest class"),  # a dataset check
+    (["--devices", "0"], "--devices must be a positive integer"),  # a device check
+    (["--M", "0"], "--M must be a positive integer"),
+])
+def test_overwrite_deletes_nothing_before_every_check_has_passed(tmp_path, capsys, args, message):
+    run = str(tmp_path / "run")
+    before = _an_earlier_run(run)
+    assert main(["meta-train", "--overwrite", "--episodes", "1", "--hidden", "8", "--out", run, "--no-progress",
+                 *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert {p: open(os.path.join(run, p)).read() for p in before} == before
+    assert os.listdir(os.path.join(run, rundir.CHECKPOINTS)) == ["1"]
+    assert not os.path.exists(os.path.join(run, rundir.CONFIG))
