@@ -115,3 +115,66 @@ def test_a_runs_config_json_reruns_it(tmp_path):
         assert f1.read() == f2.read()
     # without --out it would land on the first run: refused, not overwritten
     assert main(["meta-train", "--config", os.path.join(first, "config.json"), "--no-progress"]) == 2
+
+
+# --- the declaration: every setting is written once, the rest is derived ---------------------
+
+#: the flags of meta-train before the settings were declared once (they all keep working)
+OLD_FLAGS = ["--K", "--M", "--Q", "--analysis-every", "--checkpoint-every", "--config", "--data-dir", "--dataset",
+             "--devices", "--download", "--episodes", "--feedback", "--hidden", "--holdout", "--keep-checkpoints",
+             "--l1", "--layer-rules", "--max-skips", "--meta-batch", "--meta-grad", "--meta-lr", "--no-progress",
+             "--out", "--overwrite", "--resume", "--rule", "--seed", "--seeds", "--split", "--split-seed", "--terms",
+             "--test-classes", "--theta0", "--train-classes"]
+
+
+def test_every_setting_is_declared_once_and_its_flag_derived():
+    import argparse
+    import dataclasses
+
+    from plastic_jax.cli import add_train_args
+    from plastic_jax.config import FIELD_TYPES, RESUME_MAY_CHANGE, SETTINGS, flag_of
+
+    assert list(SETTINGS) == [f.name for f in dataclasses.fields(TrainConfig)] == list(FIELD_TYPES)
+    parser = argparse.ArgumentParser()
+    add_train_args(parser)
+    usage = parser.format_usage()
+    for flag in [*OLD_FLAGS, "--bp-grad", "--f5-f8"]:
+        assert f"[{flag}" in usage, flag
+    for name, s in SETTINGS.items():
+        if s.group is not None:
+            assert f"[{flag_of(name)}" in usage, name
+    assert flag_of("estimator") == "--meta-grad"
+    assert set(RESUME_MAY_CHANGE) == {"episodes", "checkpoint_every", "keep_checkpoints", "max_skips", "out", "extra"}
+    assert given_flags(["meta-train", "--meta-grad", "forward", "--M", "5", "--download"]) == {"estimator", "M",
+                                                                                               "download"}
+
+
+def test_bp_grad_and_f5_f8_flags_files_and_old_runs():
+    cfg = _cfg(["meta-train", "--feedback", "bp", "--bp-grad", "through", "--f5-f8", "elementwise"])
+    assert (cfg.bp_grad, cfg.f5_f8) == ("through", "elementwise")
+    assert (TrainConfig().bp_grad, TrainConfig().f5_f8) == ("frozen", "matrix")
+    # a run's config.json written before the settings existed: the semantics it ran with
+    old = TrainConfig.from_run_json({"rule": "bio", "feedback": "bp"})
+    assert (old.bp_grad, old.f5_f8) == ("through", "matrix")
+
+
+def test_a_config_file_lacking_the_new_settings_gets_the_defaults(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('rule = "bio"\nfeedback = "bp"\n')
+    cfg = _cfg(["meta-train", "--config", str(path)])
+    assert (cfg.bp_grad, cfg.f5_f8) == ("frozen", "matrix")
+    path.write_text('bp-grad = "through"\nf5_f8 = "elementwise"\n')
+    cfg = _cfg(["meta-train", "--config", str(path)])
+    assert (cfg.bp_grad, cfg.f5_f8) == ("through", "elementwise")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bp-grad", "exact"], "unknown --bp-grad 'exact'; choose one of frozen, through"),
+    (["--f5-f8", "outer"], "unknown --f5-f8 'outer'; choose one of matrix, elementwise"),
+    (["--meta-grad", "bogus"], "unknown meta-gradient estimator 'bogus'"),
+])
+def test_a_bad_choice_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
+    assert main(["meta-train", *args, "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not os.path.exists(tmp_path / "r")

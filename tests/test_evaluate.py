@@ -147,3 +147,13 @@ def test_meta_train_then_evaluate(tmp_path, capsys):
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert res["rules"][0]["theta"] == pytest.approx(summary["theta"][0], rel=1e-6)
     assert res["held_out"] and len(res["test_classes"]) == 5
+
+
+def test_evaluate_run_is_a_library_function_equal_to_the_cli(run_dir, tmp_path):
+    from plastic_jax.evaluate import evaluate_run
+
+    js = str(tmp_path / "ev.json")
+    assert main(["evaluate", run_dir, "--tasks", "4", "--tune-tasks", "2", "--baseline-grid", "0.03,0.3",
+                 "--f5-f8", "matrix", "--json", js]) == 0
+    res = evaluate_run(run_dir, tasks=4, tune_tasks=2, baseline_grid=(0.03, 0.3))
+    assert json.loads(json.dumps(res)) == json.load(open(js))
