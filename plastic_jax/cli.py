@@ -75,6 +75,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_meta_train(args: argparse.Namespace) -> int:
+    """``plastic-jax meta-train``: train, print the summary; 3 when the divergence guard stopped."""
     from plastic_jax.train import TrainingStopped, meta_train
 
     cfg = config_from_args(args)
@@ -121,6 +122,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``plastic-jax`` parser with every subcommand of ``COMMANDS``."""
     parser = argparse.ArgumentParser(
         prog="plastic-jax",
         description="Meta-learn biologically plausible plasticity rules (Shervani-Tabar & "
@@ -135,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a ``plastic-jax`` command line; returns the exit code (2: a ``ConfigError``, one line)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

@@ -328,11 +328,13 @@ class Run:
         self._ckpt.save(episode, state)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write summary.json (atomically)."""
         from plastic_jax.checkpoint import atomic_write_json
 
         atomic_write_json(os.path.join(self.path, SUMMARY), summary)
 
     def close(self) -> None:
+        """fsync and close metrics.jsonl, close the checkpointer."""
         if self._log is not None:
             _fsync(self._log)
             self._log.close()
@@ -375,6 +377,7 @@ def open_run(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         if not resume:
             from plastic_jax.checkpoint import atomic_write_json
 
+            check_new(cfg.out, overwrite)  # again, under the lock: another writer may have been first
             _clear(cfg.out)
             atomic_write_json(os.path.join(cfg.out, CONFIG), cfg.to_json())
         run = Run(cfg, resume)

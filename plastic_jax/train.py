@@ -35,7 +35,7 @@ def theta_dict(theta: np.ndarray, terms: tuple[int, ...]) -> dict[str, float]:
     return {f"F{r}": float(v) for r, v in zip(terms, np.asarray(theta))}
 
 
-def make_step(cfg: TrainConfig, rule: Rule, spec: EpisodeSpec):
+def make_step(cfg: TrainConfig, rule: Rule, spec: EpisodeSpec) -> tuple[optax.GradientTransformation, Any]:
     """The jitted meta-step over all seeds: (state[S], keys[S], ci) -> (state[S], metrics[S])."""
     from plastic_jax.estimators import ESTIMATORS
 
@@ -45,7 +45,7 @@ def make_step(cfg: TrainConfig, rule: Rule, spec: EpisodeSpec):
     return optimizer, jax.jit(jax.vmap(step, in_axes=(0, 0, None)))
 
 
-def make_analysis(rule: Rule, spec: EpisodeSpec):
+def make_analysis(rule: Rule, spec: EpisodeSpec) -> Any:
     """Jitted ``metrics.episode_analysis`` over all seeds: (theta[S], keys[S], ci) -> dict of [S, L]."""
     from plastic_jax.metrics import episode_analysis
 
@@ -63,7 +63,8 @@ def checkpoint_due(cfg: TrainConfig, done: int, stopped: str | None) -> bool:
     return bool(stopped) or done == cfg.episodes or bool(cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
 
 
-def init_state(cfg: TrainConfig, rule: Rule, optimizer) -> MetaState:
+def init_state(cfg: TrainConfig, rule: Rule, optimizer: optax.GradientTransformation) -> MetaState:
+    """The meta-state of every seed before episode 0 (seed axis first)."""
     theta = initial_theta(rule, jnp.float32, cfg.theta0)
     return jax.vmap(lambda _: meta_init(theta, optimizer))(jnp.arange(cfg.seeds))
 
