@@ -53,8 +53,8 @@ def meta_step(
     ``estimator`` is the meta-gradient function itself (e.g. ``estimators.forward_grad`` or
     ``estimators.ESTIMATORS["auto"]``); the meta-step knows nothing of how it works.
 
-    A non-finite meta-loss or meta-gradient skips the update (Θ and the optimizer state stay)
-    and increments ``skips``; a finite one resets it.
+    A non-finite meta-loss, meta-gradient, new Θ or new optimizer state skips the update (Θ and
+    the optimizer state stay) and increments ``skips``; a finite one resets it.
     """
     (loss, acc), grad = estimator(state.theta, rule, spec, key, ci)
     pen, pen_grad = l1_penalty(state.theta, l1)
@@ -62,7 +62,11 @@ def meta_step(
     meta_loss = loss + pen
     updates, opt_state = optimizer.update(grad, state.opt_state, state.theta)
     theta = optax.apply_updates(state.theta, updates)
+    # the optimizer state too: a finite but huge gradient overflows Adam's second moment (g² = inf in
+    # float32) while Θ itself stays finite; such a state would poison every later update
+    finite = [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(opt_state) if jnp.issubdtype(a.dtype, jnp.inexact)]
     ok = jnp.isfinite(meta_loss) & jnp.all(jnp.isfinite(grad)) & jnp.all(jnp.isfinite(theta))
+    ok = ok & jnp.all(jnp.stack(finite)) if finite else ok
     new = MetaState(theta, opt_state, jnp.zeros((), jnp.int32))
     old = state._replace(skips=state.skips + 1)
     state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)

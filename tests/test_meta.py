@@ -78,6 +78,27 @@ def test_meta_step_skips_a_non_finite_update():
     assert bool(m["skipped"]) and int(new.skips) == 1
 
 
+def test_meta_step_skips_an_update_that_overflows_the_optimizer_state():
+    """A finite meta-gradient of 1e20 overflows Adam's second moment (g² = inf in float32) while Θ
+    stays finite: the step must be skipped, not accepted with an infinite optimizer state."""
+    data = load_dataset("digits")
+    ci = build_class_index(data)
+    spec = EpisodeSpec((64, 16, 10), M=3, K=5, Q=2)
+    rule = make_rule((0,), n_layers=2, feedback="fa")
+    opt = optax.adam(1e-2)
+    state = meta_init(jnp.array([0.01]), opt)
+
+    def huge(theta, rule, spec, key, ci):
+        return (jnp.float32(1.0), jnp.float32(0.5)), jnp.full_like(theta, 1e20)
+
+    new, m = meta_step(state, jax.random.PRNGKey(0), ci, rule=rule, spec=spec, optimizer=opt, estimator=huge)
+    with np.errstate(over="ignore"):
+        assert np.isfinite(np.float32(1e20)) and not np.isfinite(np.float32(1e20) ** 2)
+    assert bool(m["skipped"]) and int(new.skips) == 1
+    assert float(new.theta[0]) == pytest.approx(0.01)
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(new.opt_state))
+
+
 def test_init_is_xavier_uniform_and_feedback_independent():
     sizes = (300, 200, 100)
     W, B = init_network(jax.random.PRNGKey(0), sizes)
