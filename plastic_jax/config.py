@@ -209,6 +209,8 @@ class TrainConfig:
     Q: int = setting(10, "query examples per class", group=DATA, check=_positive_int, evaluate=True)
     meta_lr: float = setting(1e-3, "Adam learning rate", group=META, check=_positive)
     l1: float = setting(0.0, "λ of the L1 penalty on Θ", group=META, check=_non_negative)
+    meta_clip: float = setting(0.0, "clip the meta-gradient (with the L1 subgradient) to this global norm "
+                               "before Adam (0: no clipping)", group=META, check=_non_negative)
     meta_batch: int = setting(1, "tasks per meta-update, vmapped (1: the paper's)", group=META,
                               check=_positive_int)
     seed: int = setting(0, "random seed", group=META)

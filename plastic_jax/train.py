@@ -35,11 +35,17 @@ def theta_dict(theta: np.ndarray, terms: tuple[int, ...]) -> dict[str, float]:
     return {f"F{r}": float(v) for r, v in zip(terms, np.asarray(theta))}
 
 
+def meta_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Adam with ``--meta-lr``, after clipping the meta-gradient's global norm when ``--meta-clip`` > 0."""
+    adam = optax.adam(cfg.meta_lr)
+    return optax.chain(optax.clip_by_global_norm(cfg.meta_clip), adam) if cfg.meta_clip else adam
+
+
 def make_step(cfg: TrainConfig, rule: Rule, spec: EpisodeSpec) -> tuple[optax.GradientTransformation, Any]:
     """The jitted meta-step over all seeds: (state[S], keys[S], ci) -> (state[S], metrics[S])."""
     from plastic_jax.estimators import ESTIMATORS
 
-    optimizer = optax.adam(cfg.meta_lr)
+    optimizer = meta_optimizer(cfg)
     step = functools.partial(meta_step, rule=rule, spec=spec, optimizer=optimizer, l1=cfg.l1,
                              estimator=ESTIMATORS[cfg.estimator])
     return optimizer, jax.jit(jax.vmap(step, in_axes=(0, 0, None)))
