@@ -220,7 +220,10 @@ class TrainConfig:
     estimator: str = setting(
         "auto", "meta-gradient estimator: auto picks forward mode for ≤ 16 active terms, reverse-remat "
         "otherwise (docs/PERFORMANCE.md)", group=META, flags=("--meta-grad",), choices=_estimators,
-        noun="meta-gradient estimator", metavar="{auto,reverse,reverse-remat,forward}")
+        noun="meta-gradient estimator", metavar="{auto,reverse,reverse-remat,forward}",
+        # every estimator computes the same meta-gradient (to float32 rounding), so a resumed run
+        # may switch to a faster one; only bitwise identity with an uninterrupted run is lost
+        resume=True)
     analysis_every: int = setting(
         10, "log alignment angles and orthonormality error every N episodes and at the last (0: never)",
         group=META, check=_non_negative_int)

@@ -144,7 +144,8 @@ def test_every_setting_is_declared_once_and_its_flag_derived():
         if s.group is not None:
             assert f"[{flag_of(name)}" in usage, name
     assert flag_of("estimator") == "--meta-grad"
-    assert set(RESUME_MAY_CHANGE) == {"episodes", "checkpoint_every", "keep_checkpoints", "max_skips", "out", "extra"}
+    assert set(RESUME_MAY_CHANGE) == {"episodes", "checkpoint_every", "keep_checkpoints", "max_skips", "out", "extra",
+                                      "estimator"}
     assert given_flags(["meta-train", "--meta-grad", "forward", "--M", "5", "--download"]) == {"estimator", "M",
                                                                                                "download"}
 
