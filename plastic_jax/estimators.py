@@ -12,9 +12,10 @@ number by different routes:
   the weights at the segment boundaries and, during the backward pass, one segment's steps;
   memory O(√T), about one extra forward episode of time.
 - ``forward``: forward mode. The scan carries, beside W, the R tangents dW/dθ_r
-  (R × Σ n_ℓ n_{ℓ-1} floats) and updates them with the same fused rank-≤6 expressions as W;
-  memory independent of T, time about (1 + c·R) forward episodes with c < 1 (the tangents share
-  the primal's vectors and are updated in one batched pass).
+  (R × Σ n_ℓ n_{ℓ-1} floats) and updates them in one fused pass per layer, built from the rule
+  pool's term declarations (``forward_online_step``); memory independent of T, time about
+  (1 + c·R) forward episodes with c ≈ 1 (the tangents share the primal's vectors and are updated
+  in one batched pass). ``forward_online_step_generic`` is the same step by ``jax.linearize``.
 - ``auto``: ``forward`` for R ≤ ``AUTO_FORWARD_MAX_R`` (16, so every rule of the ten-term pool),
   else ``reverse-remat`` (the cost model and its measurements are in docs/PERFORMANCE.md).
 """
@@ -26,12 +27,13 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.extend.core import Literal
 
 from plastic_jax.episode import EpisodeSpec, batch_loss, draw, mean_over_tasks
 from plastic_jax.feedback import feedback_matrices
 from plastic_jax.inner import Rule, online_step, query_loss
 from plastic_jax.network import BETA, Weights, softplus, softplus_grad_from_y
-from plastic_jax.plasticity import NEEDS_E_PRE, NEEDS_WT_POST, apply_factors, layer_factors
+from plastic_jax.plasticity import VECTOR_NAMES, Fused, Vectors, apply_fused, fuse
 
 #: ``auto`` uses forward mode up to this many active θ components, reverse-remat above. Measured
 #: on the EMNIST-sized network, T = 250, 2-core CPU (docs/PERFORMANCE.md): forward mode costs
@@ -120,6 +122,48 @@ def _t_vecmat(u: jax.Array, dW: jax.Array) -> jax.Array:
     return jnp.einsum("ro,roi->ri", jnp.broadcast_to(u, dW.shape[:2]), dW)
 
 
+def fused_tangent(W: jax.Array, dW: jax.Array, fused: Fused, dfused: Fused) -> jax.Array:
+    """Tangents of ``plasticity.apply_fused(W, fused)`` for R directions, in one elementwise pass.
+
+    With new W = W ⊙ S + Σ u vᵀ, S = keep + Σ a bᵀ:
+    d(new W) = dW ⊙ S + W ⊙ (dkeep + Σ (da bᵀ + a dbᵀ)) + Σ (du vᵀ + u dvᵀ).
+
+    W (n_post, n_pre); dW (R, n_post, n_pre); ``dfused`` has ``fused``'s structure with a leading
+    R axis (dkeep (R,), du (R, n_post), dv (R, n_pre), …); a None leaf of a vector tangent
+    means zero (a constant). Returns (R, n_post, n_pre).
+    """
+    keep, outer, had = fused
+    dkeep, douter, dhad = dfused
+    d = dW
+    if had or keep is not None:
+        S = 1.0 if keep is None else keep
+        dS = 0.0 if dkeep is None else dkeep[:, None, None]
+        for (a, b), (da, db) in zip(had, dhad):
+            S = S + a[:, None] * b[None, :]
+            if da is not None:
+                dS = dS + da[:, :, None] * b[None, None, :]
+            if db is not None:
+                dS = dS + a[None, :, None] * db[:, None, :]
+        d = dW * S + W * dS
+    for (u, v), (du, dv) in zip(outer, douter):
+        if du is not None:
+            d = d + du[:, :, None] * v[None, None, :]
+        if dv is not None:
+            d = d + u[None, :, None] * dv[:, None, :]
+    return d
+
+
+def _constant_outputs(f: Callable, *args) -> list[bool]:
+    """For each output leaf of ``f(*args)``: True when it does not depend on ``args`` (its
+    tangent is zero). Read off the traced program, so the test is exact, not numerical."""
+    closed = jax.make_jaxpr(f)(*args)
+    dep = set(closed.jaxpr.invars)
+    for eqn in closed.jaxpr.eqns:
+        if any(not isinstance(v, Literal) and v in dep for v in eqn.invars):
+            dep.update(eqn.outvars)
+    return [isinstance(v, Literal) or v not in dep for v in closed.jaxpr.outvars]
+
+
 def forward_online_step(
     theta: jax.Array,
     rule: Rule,
@@ -132,10 +176,22 @@ def forward_online_step(
     """``inner.online_step`` and its forward-mode tangents w.r.t. every θ component.
 
     W_ℓ (n_ℓ, n_{ℓ-1}); dW_ℓ (R, n_ℓ, n_{ℓ-1}) = dW_ℓ/dθ_r stacked over the R entries of Θ.
-    x: (n_0,), label: () int. Returns the new (W, dW). The matrix products are written out by
-    hand (batched over the R tangents, so each pass over dW serves all of them); the vector-sized
-    pieces (coefficients of the update) go through ``jax.jvp`` of ``plasticity.layer_factors``.
+    x: (n_0,), label: () int. Returns the new (W, dW).
+
+    The forward pass and the teaching signals are differentiated by hand, batched over the R
+    tangents, so that each pass over a weight-sized array serves the primal and all R tangents
+    (``[y; dy] @ Wᵀ``, ``[e; de] @ B``, ``[post; dpost] @ W``). The plasticity update knows no
+    term: ``jax.jvp`` of ``plasticity.fuse`` (the rule pool's declarations) gives the tangents of
+    its vectors, and ``fused_tangent`` assembles the weight-sized tangent in one pass.
+
+    Kept because it is faster than the generic ``forward_online_step_generic`` (``jax.linearize``
+    of ``online_step``, vmapped over the R directions): measured on the EMNIST-sized network,
+    T = 250, meta-batch 1, ``fa``, 2-core CPU, the generic step's forward-mode meta-gradient took
+    1.6× (``f0``), 2.6× (``bio``) and 2.9× (``pool``) the time of this one (docs/PERFORMANCE.md,
+    "Forward mode: hand-batched vs generic"): XLA transposes (copies) the batched tangents for
+    the vmapped ``y @ Wᵀ`` and ``postᵀ W`` products.
     """
+    pool = rule.term_pool
     R = theta.shape[0]
     L = len(W)
     dtheta = jnp.eye(R, dtype=theta.dtype)
@@ -162,7 +218,7 @@ def forward_online_step(
 
     # teaching signals and their tangents (feedback.teaching_signals, differentiated)
     Bf = feedback_matrices(rule.feedback, W, B, rule.bp_grad)
-    need_e0 = any(r in NEEDS_E_PRE for r in rule.layer_terms[0])
+    need_e0 = any(pool[r].needs_e_pre for r in rule.layer_terms[0])
     e = ys[-1] - jax.nn.one_hot(label, ys[-1].shape[-1], dtype=ys[-1].dtype)
     de = dys[-1]
     es, des = [e], [de]
@@ -189,51 +245,66 @@ def forward_online_step(
     for i in range(L):
         lt = rule.layer_terms[i]
         wt_post = dwt_post = None
-        if any(r in NEEDS_WT_POST for r in lt):
+        if any(pool[r].needs_wt_post for r in lt):
             ww = jnp.concatenate([ys[i + 1][None], dys[i + 1]]) @ W[i]
             wt_post, dwt_post = ww[0], ww[1:] + _t_vecmat(ys[i + 1], dW[i])
-        # the vector arguments of layer_factors with their tangents; None tangent = constant
-        names = ("pre", "post", "e_pre", "e_post", "z", "wt_post")
-        prim = dict(zip(names, (ys[i], ys[i + 1], es[i], es[i + 1], zs[i], wt_post)))
-        # z only enters through F8's t = e_post·z
-        dz = dzs[i] if 8 in lt else None
-        tang = dict(zip(names, (dys[i], dys[i + 1], des[i], des[i + 1], dz, dwt_post)))
-        var = [k for k in names if prim[k] is not None and tang[k] is not None]
+        # the layer's named vectors with their tangents; a None tangent: constant (the input)
+        prim = dict(zip(VECTOR_NAMES, (ys[i], ys[i + 1], es[i], es[i + 1], zs[i], wt_post)))
+        tang = dict(zip(VECTOR_NAMES, (dys[i], dys[i + 1], des[i], des[i + 1], dzs[i], dwt_post)))
+        var = [k for k in VECTOR_NAMES if prim[k] is not None and tang[k] is not None]
 
-        def factors(th, *vs, _lt=lt, _prim=prim, _var=var):
-            args = dict(_prim, **dict(zip(_var, vs)))
-            keep, pairs = layer_factors(th, terms, _lt, **args)
-            return keep, tuple(u for u, _ in pairs)
+        def fused_of(th, *vs, _lt=lt, _prim=prim, _var=var, _W=W[i]):
+            vec = Vectors(_W, **dict(_prim, **dict(zip(_var, vs))))
+            return fuse(th, terms, _lt, vec, pool)
 
-        keep, pairs = layer_factors(theta, terms, lt, **prim)
+        args = (theta, *(prim[k] for k in var))
 
-        def tangent(dth, *dvs, _f=factors, _var=var, _prim=prim):
-            return jax.jvp(_f, (theta, *(_prim[k] for k in _var)), (dth, *dvs))[1]
+        def jvp(dth, *dvs, _f=fused_of, _args=args):
+            return jax.jvp(_f, _args, (dth, *dvs))
 
-        dkeep, dus = jax.vmap(tangent)(dtheta, *(tang[k] for k in var))
-
-        new_W.append(apply_factors(W[i], keep, pairs))
-        # d(keep·W + Σ u vᵀ) = keep·dW + dkeep·W + Σ (du vᵀ + u dvᵀ)
-        d = dW[i] * keep if keep is not None else dW[i]
-        if keep is not None:
-            d = d + dkeep[:, None, None] * W[i][None]
-        for (u, v), du in zip(pairs, dus):
-            d = d + du[:, :, None] * v[None, None, :]
-            dv = next((tang[k] for k in ("pre", "e_pre", "wt_post") if prim[k] is v), None)
-            if dv is not None:
-                d = d + u[None, :, None] * dv[:, None, :]
-        new_dW.append(d)
+        fused, dfused = jax.vmap(jvp, out_axes=(None, 0))(dtheta, *(tang[k] for k in var))
+        # a right-hand vector that does not depend on θ (x, at the first layer) has no tangent
+        leaves, tree = jax.tree.flatten(dfused)
+        const = _constant_outputs(fused_of, *args)
+        dfused = jax.tree.unflatten(tree, [None if c else d for c, d in zip(const, leaves)])
+        new_W.append(apply_fused(W[i], fused))
+        new_dW.append(fused_tangent(W[i], dW[i], fused, dfused))
     return tuple(new_W), tuple(new_dW)
 
 
-def forward_task(theta, rule: Rule, spec, key, ci) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One task by forward mode: (query loss, accuracy, d loss/dθ (R,))."""
+def forward_online_step_generic(
+    theta: jax.Array,
+    rule: Rule,
+    W: Weights,
+    dW: Weights,
+    B: Weights,
+    x: jax.Array,
+    label: jax.Array,
+) -> tuple[Weights, Weights]:
+    """``forward_online_step`` by ``jax.linearize`` of ``inner.online_step`` w.r.t. (θ, W),
+    the linear map ``vmap``-ed over the R directions (dθ = e_r, dW_r): the same numbers, no
+    hand-written derivative at all (slower on CPU; see ``forward_online_step``). Shapes as there.
+
+    ``bp_grad`` needs no care: ``feedback_matrices`` stops the gradient through B = W for
+    ``"frozen"`` and lets the tangent flow for ``"through"``.
+    """
+    step = lambda th, W_: online_step(th, rule, W_, B, x, label)  # noqa: E731
+    new_W, tangent = jax.linearize(step, theta, W)
+    directions = jnp.eye(theta.shape[0], dtype=theta.dtype)
+    return new_W, jax.vmap(tangent)(directions, dW)
+
+
+def forward_task(
+    theta, rule: Rule, spec, key, ci, step: Callable = forward_online_step
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One task by forward mode: (query loss, accuracy, d loss/dθ (R,)); ``step`` is
+    ``forward_online_step`` or ``forward_online_step_generic``."""
     task, W, B = draw(spec, key, ci, theta.dtype)
     R = theta.shape[0]
     dW = tuple(jnp.zeros((R, *w.shape), w.dtype) for w in W)
 
     def body(carry, xy):
-        return forward_online_step(theta, rule, *carry, B, *xy), None
+        return step(theta, rule, *carry, B, *xy), None
 
     (W, dW), _ = jax.lax.scan(body, (W, dW), (task.xs, task.ys))
     loss_fn = lambda W_: query_loss(W_, task.xq, task.yq)  # noqa: E731
