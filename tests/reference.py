@@ -1,6 +1,7 @@
 """An independent NumPy implementation written literally from SPEC §1-4 (float64).
 
-Terms are evaluated as the paper writes them, n×n products included.
+Terms are evaluated as the paper writes them, n×n products included; the element-wise reading
+of F5–F8 entry by entry, with explicit loops over (j, k).
 """
 
 import numpy as np
@@ -38,7 +39,30 @@ def errors(W, B, ys, label, feedback):
     return e
 
 
-def term(r, W, pre, post, e_pre, e_post):
+def term_elementwise(r, W, pre, post, e_pre, e_post):
+    """F5–F8 in the element-wise (local) reading: entry (j, k) from post_j, e_post_j, pre_k,
+    e_pre_k and W_jk only."""
+    F = np.zeros_like(W)
+    for j in range(W.shape[0]):
+        for k in range(W.shape[1]):
+            if r == 5:
+                F[j, k] = -e_post[j] * post[j] * pre[k]
+            elif r == 6:
+                F[j, k] = -(post[j] ** 2) * W[j, k] * e_pre[k] ** 2
+            elif r == 7:
+                F[j, k] = -e_post[j] * post[j] * W[j, k] * e_pre[k] * pre[k]
+            elif r == 8:
+                F[j, k] = -post[j] * e_post[j] * W[j, k] * pre[k] * e_pre[k]
+            else:
+                raise ValueError(r)
+    return F
+
+
+def term(r, W, pre, post, e_pre, e_post, reading="matrix"):
+    if reading == "elementwise" and r in (5, 6, 7, 8):
+        return term_elementwise(r, W, pre, post, e_pre, e_post)
+    if reading not in ("matrix", "elementwise"):
+        raise ValueError(reading)
     one = np.ones_like(post)
     if r == 0:
         return -np.outer(e_post, pre)
@@ -63,14 +87,17 @@ def term(r, W, pre, post, e_pre, e_post):
     raise ValueError(r)
 
 
-def online_step(theta, layer_terms, terms, W, B, x, label, feedback):
+def online_step(theta, layer_terms, terms, W, B, x, label, feedback, reading="matrix", extra=None):
+    """One online step; ``extra`` maps a term id beyond the paper's ten to a function
+    (W, pre, post, e_pre, e_post) -> dense matrix (a user's term, written in the test)."""
     ys, _ = forward(W, x)
     e = errors(W, B, ys, label, feedback)
     new = []
     for i, w in enumerate(W):
         dw = np.zeros_like(w)
         for r in layer_terms[i]:
-            dw += theta[terms.index(r)] * term(r, w, ys[i], ys[i + 1], e[i], e[i + 1])
+            f = (extra or {}).get(r) or (lambda *a, r=r: term(r, *a, reading=reading))
+            dw += theta[terms.index(r)] * f(w, ys[i], ys[i + 1], e[i], e[i + 1])
         new.append(w + dw)
     return new
 

@@ -11,6 +11,7 @@ from plastic_jax.episode import EpisodeSpec, draw, run
 from plastic_jax.feedback import feedback_matrices, teaching_signals
 from plastic_jax.inner import adapt, make_rule, online_step, query_loss
 from plastic_jax.network import forward, init_network
+from plastic_jax.plasticity import PAPER_POOL, Hadamard, Outer, Scale, term
 
 SIZES = (6, 8, 7, 5, 4)
 
@@ -40,6 +41,59 @@ def test_one_online_step_matches_numpy(feedback, rule):
         want = ref.online_step(theta, r.layer_terms, r.terms, Wn, Bn, xs[0], ys[0], feedback)
         for g, w in zip(got, want):
             np.testing.assert_allclose(np.asarray(g), w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("feedback", ["bp", "fa"])
+@pytest.mark.parametrize("rule", ["bio", "pool", "f5-f8"])
+def test_one_online_step_matches_numpy_in_the_elementwise_reading(feedback, rule):
+    with jax.enable_x64(True):
+        W, B = _net(12)
+        terms = {"bio": (0, 2, 9), "pool": tuple(range(10)), "f5-f8": (5, 6, 7, 8)}[rule]
+        r = make_rule(terms, n_layers=len(W), feedback=feedback, f5_f8="elementwise")
+        theta = np.random.default_rng(13).normal(scale=0.05, size=len(r.terms))
+        xs, ys = _stream(14, 1)
+        got = online_step(jnp.asarray(theta), r, W, B, jnp.asarray(xs[0]), jnp.asarray(ys[0]))
+        want = ref.online_step(theta, r.layer_terms, r.terms, [np.asarray(w) for w in W],
+                               [np.asarray(b) for b in B], xs[0], ys[0], feedback, reading="elementwise")
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-10, atol=1e-12)
+
+
+# a user's terms, declared here: a presynaptic-activity-gated decay and an error-gated Hebbian term
+@term("pre_decay", reads=("post", "pre"), formula="-W ⊙ (1 preᵀ)")
+def pre_decay(v):
+    return [Hadamard(-jnp.ones_like(v.post), v.pre)]
+
+
+@term("gated_hebb", reads=("post", "e_post", "pre"), formula="(post ⊙ e_post) preᵀ - W/10")
+def gated_hebb(v):
+    return [Outer(v.prod("post", "e_post"), v.pre), Scale(-0.1)]
+
+
+USER_DENSE = {
+    10: lambda W, pre, post, e_pre, e_post: -W * pre[None, :],
+    11: lambda W, pre, post, e_pre, e_post: np.outer(post * e_post, pre) - 0.1 * W,
+}
+
+
+@pytest.mark.parametrize("reading", ["matrix", "elementwise"])
+@pytest.mark.parametrize("feedback", ["bp", "fa"])
+def test_adaptation_with_a_user_pool_matches_numpy_loop(feedback, reading):
+    with jax.enable_x64(True):
+        W, B = _net(15)
+        # per layer: the user terms mixed with the paper's (F6 reads e_pre: the first layer needs e_0)
+        r = make_rule(layer_terms=[(0, 10), (0, 6, 11), (0, 2, 9, 10, 11), (0, 10)], feedback=feedback,
+                      f5_f8=reading, pool=PAPER_POOL + (pre_decay, gated_hebb))
+        theta = np.array([0.2, 0.03, 0.05, 0.02, 0.04, 0.01])
+        xs, ys = _stream(16, 20)
+        got = jax.jit(adapt, static_argnums=1)(jnp.asarray(theta), r, W, B, jnp.asarray(xs), jnp.asarray(ys))
+        Wn = [np.asarray(w) for w in W]
+        Bn = [np.asarray(b) for b in B]
+        for x, y in zip(xs, ys):
+            Wn = ref.online_step(theta, r.layer_terms, r.terms, Wn, Bn, x, y, feedback, reading=reading,
+                                 extra=USER_DENSE)
+        for g, w in zip(got, Wn):
+            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("feedback", ["bp", "fa"])

@@ -6,7 +6,61 @@ import numpy as np
 import pytest
 import reference as ref
 
-from plastic_jax.plasticity import RULES, TERMS, RuleError, dense_update, layer_update, parse_terms
+from plastic_jax.inner import make_rule
+from plastic_jax.plasticity import (
+    ELEMENTWISE_POOL,
+    NEEDS_E_PRE,
+    NEEDS_WT_POST,
+    PAPER_POOL,
+    PAPER_POOLS,
+    RULES,
+    TERMS,
+    Hadamard,
+    Outer,
+    RuleError,
+    Scale,
+    Term,
+    TermError,
+    Vectors,
+    dense_update,
+    fuse,
+    layer_update,
+    parse_terms,
+    term,
+    with_reading,
+)
+
+# ----------------------------------------------------------------------------- a user's terms
+# Declared here, outside the package, the way a user adds terms: one declaration each.
+
+
+@term("pre_decay", reads=("post", "pre"), formula="-W ⊙ (1 preᵀ): presynaptic-activity-gated decay")
+def pre_decay(v):
+    return [Hadamard(-jnp.ones_like(v.post), v.pre)]
+
+
+@term("hebb_sq", reads=("post", "pre"), formula="post (pre ⊙ pre)ᵀ - W/2")
+def hebb_sq(v):
+    return [Outer(v.post, v.prod("pre", "pre")), Scale(-0.5)]
+
+
+@term("err_gate", reads=("e_post", "post", "e_pre", "wt_post"), formula="-(e_post ⊙ post) e_preᵀ - W ⊙ (1 (Wᵀpost)ᵀ)")
+def err_gate(v):
+    return [Outer(-v.prod("e_post", "post"), v.e_pre), Hadamard(-jnp.ones_like(v.post), v.wt_post)]
+
+
+def dense_user_term(name, W, pre, post, e_pre, e_post):
+    """The user terms' formulas written out in NumPy, independently of their declarations."""
+    if name == "pre_decay":
+        return -W * pre[None, :]
+    if name == "hebb_sq":
+        return np.outer(post, pre**2) - 0.5 * W
+    if name == "err_gate":
+        return -np.outer(e_post * post, e_pre) - W * (post @ W)[None, :]
+    raise ValueError(name)
+
+
+USER_TERMS = (pre_decay, hebb_sq, err_gate)
 
 
 def _random_layer(seed, n_post=7, n_pre=5):
@@ -66,3 +120,151 @@ def test_parse_terms_accepts_names_ids_and_prefixed_ids():
 def test_parse_terms_rejects_unknown_rules_and_ids(bad):
     with pytest.raises(RuleError):
         parse_terms(bad)
+
+
+# ----------------------------------------------------------------------------- both readings, pools
+
+
+@pytest.mark.parametrize("reading", ["matrix", "elementwise"])
+@pytest.mark.parametrize("r", range(10))
+@pytest.mark.parametrize("shape", [(7, 5), (3, 11), (1, 4)])
+def test_each_term_of_both_readings_matches_the_reference(reading, r, shape):
+    with jax.enable_x64(True):
+        args = _random_layer(100 + r + 10 * shape[0], *shape)
+        got = np.asarray(PAPER_POOLS[reading][r](*(jnp.asarray(a) for a in args)))
+        want = ref.term(r, *args, reading=reading)
+        assert got.shape == shape
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_elementwise_f7_and_f8_coincide_and_differ_from_the_matrix_reading():
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a) for a in _random_layer(5)]
+        np.testing.assert_allclose(np.asarray(ELEMENTWISE_POOL[7](*args)), np.asarray(ELEMENTWISE_POOL[8](*args)),
+                                   rtol=1e-14)
+        for r in (5, 6, 7, 8):
+            assert not np.allclose(np.asarray(ELEMENTWISE_POOL[r](*args)), np.asarray(PAPER_POOL[r](*args)))
+        for r in (0, 1, 2, 3, 4, 9):
+            assert ELEMENTWISE_POOL[r] is PAPER_POOL[r]
+
+
+def test_declared_reads_give_the_paper_flags():
+    assert NEEDS_E_PRE == {1, 2, 4, 6, 7, 8}
+    assert NEEDS_WT_POST == {6, 7, 9}
+    assert {r for r, t in enumerate(ELEMENTWISE_POOL) if t.needs_e_pre} == NEEDS_E_PRE
+    # element-wise F6/F7 need no Wᵀ post: they scale W_jk directly
+    assert {r for r, t in enumerate(ELEMENTWISE_POOL) if t.needs_wt_post} == {9}
+
+
+NAMED = sorted(RULES.items()) + [("subset", (1, 4, 8)), ("f3-f8", (3, 5, 6, 7, 8))]
+
+
+@pytest.mark.parametrize("reading", ["matrix", "elementwise"])
+@pytest.mark.parametrize("name,terms", NAMED)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fused_update_equals_the_dense_sum_for_random_theta(reading, name, terms, seed):
+    with jax.enable_x64(True):
+        W, pre, post, e_pre, e_post = _random_layer(seed + 7, 6, 9)
+        theta = np.random.default_rng(seed).normal(size=len(terms))
+        pool = PAPER_POOLS[reading]
+        want = W + sum(theta[i] * ref.term(r, W, pre, post, e_pre, e_post, reading) for i, r in enumerate(terms))
+        j = [jnp.asarray(a) for a in (W, pre, post, e_pre, e_post)]
+        got = layer_update(jnp.asarray(theta), terms, terms, *j, pool=pool)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-12)
+        dense = j[0] + dense_update(jnp.asarray(theta), terms, *j, pool=pool)
+        np.testing.assert_allclose(np.asarray(dense), want, rtol=1e-10, atol=1e-12)
+        # a layer applying part of Θ's terms (per-layer rules)
+        part = terms[: max(1, len(terms) // 2)]
+        want_part = W + sum(theta[terms.index(r)] * ref.term(r, W, pre, post, e_pre, e_post, reading) for r in part)
+        got_part = layer_update(jnp.asarray(theta), terms, part, *j, pool=pool)
+        np.testing.assert_allclose(np.asarray(got_part), want_part, rtol=1e-10, atol=1e-12)
+
+
+def test_fusion_groups_pairs_sharing_a_vector():
+    W, pre, post, e_pre, e_post = (jnp.asarray(a) for a in _random_layer(2))
+    theta = jnp.ones(10)
+    pool_ids = tuple(range(10))
+    # matrix reading: a preᵀ + b e_preᵀ + c (Wᵀpost)ᵀ, keep = 1 - θ3
+    f = fuse(theta, pool_ids, pool_ids, Vectors(W, pre, post, e_pre, e_post), PAPER_POOL)
+    assert f.keep is not None and len(f.outer) == 3 and not f.hadamard
+    # element-wise: the same three outer pairs, and F6 | F7 + F8 as two Hadamard pairs
+    f = fuse(theta, pool_ids, pool_ids, Vectors(W, pre, post, e_pre, e_post), ELEMENTWISE_POOL)
+    assert f.keep is not None and len(f.outer) == 3 and len(f.hadamard) == 2
+    f = fuse(theta[:2], (0, 9), (0, 9), Vectors(W, pre, post, e_pre, e_post), PAPER_POOL)
+    assert f.keep is None and len(f.outer) == 2  # F0 and F9's post preᵀ share pre
+
+
+# ----------------------------------------------------------------------------- a user's terms
+
+
+@pytest.mark.parametrize("name", ["pre_decay", "hebb_sq", "err_gate"])
+def test_user_term_matches_its_dense_formula(name):
+    t = {u.name: u for u in USER_TERMS}[name]
+    with jax.enable_x64(True):
+        args = _random_layer(3, 6, 4)
+        got = np.asarray(t(*(jnp.asarray(a) for a in args)))
+        np.testing.assert_allclose(got, dense_user_term(name, *args), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("reading", ["matrix", "elementwise"])
+@pytest.mark.parametrize("terms", [(10,), (0, 10), (0, 2, 9, 10, 11, 12), tuple(range(13)), (3, 6, 11, 12)])
+def test_fused_update_with_a_user_pool_equals_the_dense_formulas(reading, terms):
+    pool = with_reading(PAPER_POOL + USER_TERMS, reading)
+    with jax.enable_x64(True):
+        W, pre, post, e_pre, e_post = _random_layer(len(terms) + 20, 5, 8)
+        theta = np.random.default_rng(len(terms)).normal(size=len(terms))
+        want = W.copy()
+        for i, r in enumerate(terms):
+            if r < 10:
+                want += theta[i] * ref.term(r, W, pre, post, e_pre, e_post, reading)
+            else:
+                want += theta[i] * dense_user_term(USER_TERMS[r - 10].name, W, pre, post, e_pre, e_post)
+        j = [jnp.asarray(a) for a in (W, pre, post, e_pre, e_post)]
+        got = layer_update(jnp.asarray(theta), terms, terms, *j, pool=pool)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-12)
+        dense = j[0] + dense_update(jnp.asarray(theta), terms, *j, pool=pool)
+        np.testing.assert_allclose(np.asarray(dense), want, rtol=1e-10, atol=1e-12)
+
+
+def test_with_reading_swaps_only_the_papers_f5_to_f8():
+    pool = PAPER_POOL + USER_TERMS
+    ew = with_reading(pool, "elementwise")
+    assert ew[:10] == ELEMENTWISE_POOL and ew[10:] == USER_TERMS
+    assert with_reading(ew, "matrix") == pool
+    with pytest.raises(ValueError):
+        with_reading(pool, "nosuchreading")
+
+
+def test_a_term_reading_an_undeclared_vector_is_an_error():
+    @term("sneaky", reads=("pre",))
+    def sneaky(v):
+        return [Outer(v.post, v.pre)]
+
+    W, pre, post, e_pre, e_post = (jnp.asarray(a) for a in _random_layer(4))
+    with pytest.raises(TermError, match="reads 'post'"):
+        sneaky(W, pre, post, e_pre, e_post)
+    with pytest.raises(TermError, match="unknown vectors"):
+        Term("bad", sneaky.factors, frozenset({"nonsense"}))
+
+    @term("not_a_factor", reads=("pre",))
+    def not_a_factor(v):
+        return [v.pre]
+
+    with pytest.raises(TermError, match="Outer, Scale or Hadamard"):
+        not_a_factor(W, pre, post, e_pre, e_post)
+
+
+def test_rules_with_a_user_pool_are_hashable_and_validated():
+    pool = PAPER_POOL + USER_TERMS
+    a = make_rule((0, 10), n_layers=2, pool=pool)
+    b = make_rule((0, 10), n_layers=2, pool=pool)
+    assert a == b and hash(a) == hash(b) and a.term_pool == pool
+    assert make_rule((0, 10), n_layers=2, pool=pool, f5_f8="elementwise").term_pool[5] is ELEMENTWISE_POOL[5]
+    assert make_rule((0, 5), n_layers=2, f5_f8="elementwise").term_pool == ELEMENTWISE_POOL
+    assert make_rule((0,), n_layers=2).term_pool == PAPER_POOL
+    with pytest.raises(ValueError, match="outside the pool"):
+        make_rule((0, 13), n_layers=2, pool=pool)
+    with pytest.raises(ValueError, match="outside the pool"):
+        make_rule((0, 10), n_layers=2)
+    with pytest.raises(ValueError, match="Term"):
+        make_rule((0,), n_layers=2, pool=(lambda v: [],))
