@@ -186,10 +186,12 @@ def forward_online_step(
 
     Kept because it is faster than the generic ``forward_online_step_generic`` (``jax.linearize``
     of ``online_step``, vmapped over the R directions): measured on the EMNIST-sized network,
-    T = 250, meta-batch 1, ``fa``, 2-core CPU, the generic step's forward-mode meta-gradient took
-    1.6× (``f0``), 2.6× (``bio``) and 2.9× (``pool``) the time of this one (docs/PERFORMANCE.md,
-    "Forward mode: hand-batched vs generic"): XLA transposes (copies) the batched tangents for
-    the vmapped ``y @ Wᵀ`` and ``postᵀ W`` products.
+    T = 250, meta-batch 1, 2-core CPU (shared; medians, same process), the generic step's
+    forward-mode meta-gradient took 1.7× (``f0``), 2.6–5.5× (``bio``) and 2.9–4.9× (``pool``) the
+    time of this one, ``fa`` and ``bp``, either F5–F8 reading (docs/PERFORMANCE.md, "Forward mode:
+    hand-batched vs generic"): XLA transposes (copies) the batched tangents for the vmapped
+    ``y @ Wᵀ`` and ``postᵀ W`` products. This one is as fast as the pre-declaration hand-written
+    step (same passes over dW, as many or fewer instructions).
     """
     pool = rule.term_pool
     R = theta.shape[0]
