@@ -275,19 +275,34 @@ def markdown_table(recs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: at most this many timed calls per case (a case at the EMNIST sizes takes up to seconds per call)
+MAX_REPEATS = 1000
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every check of the command line, before any case runs (``ConfigError``, one line)."""
+    import math
+
+    from plastic_jax.config import INT_MAX, ConfigError
+    from plastic_jax.evaluate import check_json_out
+
+    if not 1 <= args.repeats <= MAX_REPEATS:
+        raise ConfigError(f"--repeats must be in 1 … {MAX_REPEATS}, got {args.repeats}")
+    bad_T = [T for T in args.T if T <= 0 or T % M or T > INT_MAX]
+    if bad_T:
+        raise ConfigError(f"--T must be positive multiples of M={M} (at most {INT_MAX}), got {bad_T}")
+    if any(not 0 < mb <= INT_MAX for mb in args.meta_batch):
+        raise ConfigError(f"--meta-batch must be positive integers (at most {INT_MAX}), got {list(args.meta_batch)}")
+    if len(args.sizes) < 2 or any(not 0 < s <= INT_MAX for s in args.sizes) or args.sizes[-1] < M:
+        raise ConfigError(f"--sizes needs ≥ 2 positive layer sizes and ≥ {M} outputs, got {list(args.sizes)}")
+    if args.max_mem_gb is not None and not (args.max_mem_gb > 0 and math.isfinite(args.max_mem_gb)):
+        raise ConfigError(f"--max-mem-gb must be a positive number, got {args.max_mem_gb}")
+    check_json_out(args.json)
+
+
 def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Measure every selected case (one subprocess each); print the table; write --json."""
-    from plastic_jax.config import ConfigError
-
-    if args.repeats < 1:
-        raise ConfigError(f"--repeats must be positive, got {args.repeats}")
-    bad_T = [T for T in args.T if T <= 0 or T % M]
-    if bad_T:
-        raise ConfigError(f"--T must be positive multiples of M={M}, got {bad_T}")
-    if any(mb <= 0 for mb in args.meta_batch):
-        raise ConfigError(f"--meta-batch must be positive, got {list(args.meta_batch)}")
-    if len(args.sizes) < 2 or any(s <= 0 for s in args.sizes) or args.sizes[-1] < M:
-        raise ConfigError(f"--sizes needs ≥ 2 positive layer sizes and ≥ {M} outputs, got {list(args.sizes)}")
+    check_args(args)
     max_gb = args.max_mem_gb
     if max_gb is None:
         max_gb = 0.6 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
@@ -319,23 +334,37 @@ def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
     print(f"machine: {os.cpu_count()} CPU(s), load average {load0[0]:.1f} at start, {load1[0]:.1f} at end")
     print(markdown_table(recs))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(recs, f, indent=1)
+        from plastic_jax.config import ConfigError
+
+        try:
+            with open(args.json, "w") as f:
+                json.dump(recs, f, indent=1)
+        except OSError as e:
+            raise ConfigError(f"cannot write --json {args.json!r}: {e.strerror or e}") from None
     return recs
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.worker:
-        print(json.dumps(run_case(json.loads(args.worker))))
+        from plastic_jax.config import ConfigError
+
+        try:
+            case = json.loads(args.worker)
+            if not isinstance(case, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, RecursionError) as e:
+            raise ConfigError(f"--worker (internal) needs one case as a JSON object: {e}") from None
+        print(json.dumps(run_case(case)))
         return 0
     run_benchmark(args)
     return 0
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="benchmark", description=__doc__.splitlines()[0])
-    add_benchmark_args(p)
-    return cmd_benchmark(p.parse_args(argv))
+    """``python -m plastic_jax.benchmark ...``: ``plastic-jax benchmark ...`` (one-line errors)."""
+    from plastic_jax.cli import main as cli_main
+
+    return cli_main(["benchmark", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -10,7 +10,13 @@ Checkpoints live in ``RUN_DIR/checkpoints/<n>``. Orbax writes each one into a te
 and renames it when complete, so a run killed while saving leaves no half-written step behind;
 the digest catches a step whose files were damaged afterwards. ``restore_latest`` walks the
 steps newest first and returns the first that reads back, matches its digest and is finite;
-a step that fails is moved to ``RUN_DIR/checkpoints_bad/`` with the reason printed.
+the newer steps that failed are then moved to ``RUN_DIR/checkpoints_bad/`` with the reason
+printed. When no step is usable nothing is moved and ``CheckpointError`` says why, per step.
+
+A damaged step can make orbax's reads fail while others are still in flight; tensorstore then
+reports their completion to an event loop that orbax has closed, which printed
+"RuntimeError: Event loop is closed" tracebacks although the outcome was right
+(``_quiet_closed_loops`` drops those late callbacks instead).
 """
 
 from __future__ import annotations
@@ -33,17 +39,49 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half a file)."""
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half a file);
+    when the write fails (disk full) the temporary file is removed and ``path`` is as it was."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    """``atomic_write_text`` of strict JSON (a non-finite number is written as ``null``)."""
+    from plastic_jax.rundir import json_safe
+
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+_QUIET = False
+
+
+def _quiet_closed_loops() -> None:
+    """Drop callbacks that tensorstore hands to an asyncio loop orbax has already closed (after a
+    failed read) instead of printing a "RuntimeError: Event loop is closed" traceback: such a loop
+    never runs anything again, so the callback had no effect either way. Installed once."""
+    global _QUIET
+    if _QUIET:
+        return
+    import asyncio.base_events as base_events
+
+    original = base_events.BaseEventLoop.call_soon_threadsafe
+
+    def call_soon_threadsafe(self, *args, **kwargs):
+        if self.is_closed():
+            return None
+        return original(self, *args, **kwargs)
+
+    base_events.BaseEventLoop.call_soon_threadsafe = call_soon_threadsafe
+    _QUIET = True
 
 
 def all_finite(tree: Any) -> bool:
@@ -116,6 +154,7 @@ class Checkpointer:
     def __init__(self, directory: str, keep: int = 2):
         self.directory = directory
         self.keep = keep
+        _quiet_closed_loops()
         self._mgr = _manager(directory, keep)
 
     def steps(self) -> list[int]:
@@ -164,29 +203,31 @@ class Checkpointer:
     def restore_latest(self, target: Any, max_episode: int | None = None) -> Restored | None:
         """The newest step that reads back intact (at most ``max_episode``), or None if there is none.
 
-        Bad steps are moved aside to ``<directory>_bad/`` with a one-line note on stderr. Raises
-        ``CheckpointError`` when steps exist but none is usable.
+        The damaged steps newer than the one returned are moved aside to ``<directory>_bad/``,
+        each with a one-line note on stderr. Raises ``CheckpointError`` when steps exist but none
+        is usable, and then moves nothing.
         """
         steps = self.steps()
         if not steps:
             return None
-        reasons = []
+        reasons, damaged = [], []
         for step in reversed(steps):
             if max_episode is not None and step > max_episode:
-                reasons.append(f"step {step}: beyond episode {max_episode}")
+                reasons.append(f"step {step}: beyond the {max_episode} complete episode(s) of metrics.jsonl")
                 continue
             try:
                 state = self._read(step, target)
             except Exception as e:  # noqa: BLE001 - any failure to read means: not usable
-                msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                msg = " ".join(str(e).split()) if str(e).strip() else type(e).__name__
+                msg = msg if len(msg) <= 160 else msg[:160] + "…"
                 reasons.append(f"step {step}: {msg}")
-                self._quarantine(step, msg)
+                damaged.append((step, msg))
                 continue
+            for bad, msg in damaged:
+                self._quarantine(bad, msg)
             return Restored(step, state)
         raise CheckpointError(
-            f"no usable checkpoint in {self.directory} ({'; '.join(reasons)}); "
-            "start a fresh run with --overwrite"
-        )
+            f"no usable checkpoint in {self.directory} ({'; '.join(reasons)}); nothing was changed")
 
     def _quarantine(self, step: int, why: str) -> None:
         bad = self.directory.rstrip("/") + "_bad"

@@ -1,12 +1,16 @@
 """``plastic-jax`` command line: thin subcommands over the library functions.
 
 The settings' flags are generated from ``TrainConfig``'s declaration (``config.add_config_flags``);
-every user error (``ConfigError``) ends with one line on stderr and exit code 2.
+every user error (``ConfigError``, a bad flag) ends with one line on stderr and exit code 2, before
+anything on disk changes. ``main`` also turns what should never happen into one line: an I/O error
+or running out of memory (exit 2), anything else (exit 1, "internal error"; set
+``PLASTIC_JAX_TRACEBACK=1`` to see the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -24,6 +28,18 @@ from plastic_jax.config import (
     given_settings,
     load_config_file,
 )
+
+
+class UsageError(Exception):
+    """A command line argparse refuses (unknown flag, bad value); the message is one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error`` raises ``UsageError`` (no usage block, no exit);
+    ``main`` prints it as one line with exit code 2. Subcommand parsers inherit the class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -59,11 +75,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     resume = getattr(args, "resume", None)
     base: dict = {}
     if resume is not None:
+        if getattr(args, "overwrite", False):
+            raise ConfigError("--resume continues a run and --overwrite replaces it; give one of them")
         if getattr(args, "config", None):
             raise ConfigError("--resume takes the run's own config.json; leave out --config")
         run_dir = resume or given.get("out")
         if not run_dir:
             raise ConfigError("--resume needs the run directory: --resume RUN_DIR (or --out RUN_DIR)")
+        if resume and given.get("out") not in (None, resume):
+            raise ConfigError(f"--resume {resume!r} and --out {given['out']!r} name different directories; a run "
+                              "resumes where it is: leave out --out")
         base = {**rundir.read_config(run_dir).to_json(), "out": run_dir}
     elif getattr(args, "config", None):
         base = load_config_file(args.config)
@@ -123,7 +144,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``plastic-jax`` parser with every subcommand of ``COMMANDS``."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="plastic-jax",
         description="Meta-learn biologically plausible plasticity rules (Shervani-Tabar & "
         "Rosenbaum 2023) in JAX.",
@@ -136,19 +157,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line (whitespace, newlines included, collapsed)."""
+    return " ".join(str(e).split()) if str(e).strip() else type(e).__name__
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a ``plastic-jax`` command line; returns the exit code (2: a ``ConfigError``, one line)."""
+    """Run a ``plastic-jax`` command line; returns the exit code.
+
+    0: done; 2: a bad command line, setting or file, an I/O error, out of memory (one line on
+    stderr); 3: the divergence guard stopped meta-training; 1: an internal error (one line; the
+    traceback with ``PLASTIC_JAX_TRACEBACK=1``); 130: interrupted.
+    """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
+    name = f"plastic-jax {args.command}"
     try:
         return args.run(args)
     except ConfigError as e:
-        print(f"plastic-jax {args.command}: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if os.environ.get("PLASTIC_JAX_TRACEBACK"):
+            raise
+        if isinstance(e, OSError):
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            print(f"{name}: error: I/O error{where}: {e.strerror or _one_line(e)}", file=sys.stderr)
+            return 2
+        if _out_of_memory(e):
+            print(f"{name}: error: out of memory ({_one_line(e)}); lower the sizes (--hidden, --seeds, "
+                  "--meta-batch, --tasks)", file=sys.stderr)
+            return 2
+        print(f"{name}: internal error: {type(e).__name__}: {_one_line(e)} (a bug: please report it; "
+              "PLASTIC_JAX_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

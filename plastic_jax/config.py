@@ -78,6 +78,8 @@ class Setting:
     evaluate: also a flag of ``plastic-jax evaluate``, overriding the run's config.json.
     legacy: the value of a run whose config.json predates the setting (``NO_LEGACY``: the default).
     noun: how an unknown choice is named in its error ("unknown <noun> 'x'").
+    maximum: the largest value of an integer setting (and of each item of an integer list);
+    default ``INT_MAX``. Every float setting must be finite in float32 (``check_settings``).
     """
 
     help: str
@@ -91,6 +93,7 @@ class Setting:
     noun: str | None = None
     show_default: bool = True
     metavar: str | None = None
+    maximum: int | None = None
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
@@ -100,6 +103,16 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Call
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+#: the largest value of an integer setting unless it declares its own ``maximum`` (XLA's int32)
+INT_MAX = 2**31 - 1
+#: PRNG seeds are 32-bit: ``jax.random.PRNGKey(2**32)`` is ``PRNGKey(0)``
+SEED_MAX = 2**32 - 1
+#: meta-training folds the episode index into the seed's key; evaluate's streams sit above it
+EPISODES_MAX = 2**31 - 3
+#: the largest finite float32
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _positive_int(v: Any) -> str | None:
@@ -115,7 +128,11 @@ def _non_negative_int(v: Any) -> str | None:
 
 
 def _positive(v: Any) -> str | None:
-    return None if v > 0 else f"must be positive, got {v}"
+    if not v > 0:
+        return f"must be positive, got {v}"
+    import numpy as np
+
+    return None if np.float32(v) > 0 else f"must be positive in float32, got {v} (rounds to 0)"
 
 
 def _non_negative(v: Any) -> str | None:
@@ -131,7 +148,21 @@ def _fraction(v: Any) -> str | None:
 
 
 def _sizes(v: Any) -> str | None:
+    if not v:
+        return "must list at least one hidden layer size, e.g. 100,100"
     return None if all(h > 0 for h in v) else f"sizes must be positive, got {list(v)}"
+
+
+def _non_empty(v: Any) -> str | None:
+    return None if v.strip() else "is empty; leave the setting out instead"
+
+
+def _term_ids(v: Any) -> str | None:
+    if not v.strip():
+        return "is empty; leave it out to use --rule"
+    ids = [t.strip() for t in v.split(",")]
+    twice = sorted({t for t in ids if ids.count(t) > 1 and t})
+    return f"lists term {twice[0]} twice: {v!r}" if twice else None
 
 
 def _feedback_modes() -> Sequence[str]:
@@ -182,13 +213,15 @@ class TrainConfig:
         None, "explicit meta-training classes, e.g. 0,1,2,3,4 (instead of --holdout)", group=DATA, evaluate=True)
     test_classes: tuple[int, ...] | None = setting(
         None, "explicit held-out classes (default with --train-classes: the others)", group=DATA, evaluate=True)
-    split_seed: int = setting(0, "seed of the class permutation behind --holdout", group=DATA, evaluate=True)
+    split_seed: int = setting(0, "seed of the class permutation behind --holdout", group=DATA, evaluate=True,
+                              check=_non_negative_int, maximum=SEED_MAX)
     rule: str = setting("f0", "named rule: f0 {0}, pool {0..9}, bio {0,2,9}, ehebb {0,2}, oja {0,9}", group=RULE)
-    terms: str | None = setting(None, "comma-separated term ids, e.g. 0,2,9; overrides --rule", group=RULE)
+    terms: str | None = setting(None, "comma-separated term ids, e.g. 0,2,9; overrides --rule", group=RULE,
+                                check=_term_ids)
     layer_rules: str | None = setting(
         None, "one rule per weight layer, e.g. f0,ehebb,f0 with --hidden 100,100 (a layer may also be "
         "'+'-joined term ids, e.g. 0+2); overrides --rule and --terms; a term's coefficient is shared by "
-        "every layer that uses it", group=RULE)
+        "every layer that uses it", group=RULE, check=_non_empty)
     feedback: str = setting("fa", "teaching-signal pathway: bp (B = W) or fa (fixed random B)", group=RULE,
                             choices=_feedback_modes, noun="feedback", evaluate=True)
     bp_grad: str = setting(
@@ -203,7 +236,7 @@ class TrainConfig:
     hidden: tuple[int, ...] = setting((170, 130, 100, 70), "hidden layer sizes", group=RULE, check=_sizes,
                                       evaluate=True)
     episodes: int = setting(600, "meta-training episodes (may be raised on --resume)", group=META,
-                            check=_positive_int, resume=True)
+                            check=_positive_int, resume=True, maximum=EPISODES_MAX)
     M: int = setting(5, "classes per task", group=DATA, check=_positive_int, evaluate=True)
     K: int = setting(50, "training examples per class", group=DATA, check=_positive_int, evaluate=True)
     Q: int = setting(10, "query examples per class", group=DATA, check=_positive_int, evaluate=True)
@@ -213,14 +246,14 @@ class TrainConfig:
                                "before Adam (0: no clipping)", group=META, check=_non_negative)
     meta_batch: int = setting(1, "tasks per meta-update, vmapped (1: the paper's)", group=META,
                               check=_positive_int)
-    seed: int = setting(0, "random seed", group=META)
+    seed: int = setting(0, "random seed (0 … 2^32-1)", group=META, check=_non_negative_int, maximum=SEED_MAX)
     seeds: int = setting(1, "independent runs, seeds --seed … --seed+N-1, vmapped in one program", group=META,
                          check=_positive_int)
     theta0: float = setting(1e-3, "initial θ_0 (the other θ start at 0)", group=RUN, check=_finite)
     estimator: str = setting(
         "auto", "meta-gradient estimator: auto picks forward mode for ≤ 16 active terms, reverse-remat "
         "otherwise (docs/PERFORMANCE.md)", group=META, flags=("--meta-grad",), choices=_estimators,
-        noun="meta-gradient estimator", metavar="{auto,reverse,reverse-remat,forward}",
+        noun="meta-gradient estimator", metavar="{auto,reverse,reverse-remat,forward,adjoint}",
         # every estimator computes the same meta-gradient (to float32 rounding), so a resumed run
         # may switch to a faster one; only bitwise identity with an uninterrupted run is lost
         resume=True)
@@ -228,7 +261,7 @@ class TrainConfig:
         10, "log alignment angles and orthonormality error every N episodes and at the last (0: never)",
         group=META, check=_non_negative_int)
     out: str = setting("runs/default", "run directory (default: runs/<rule>-<feedback>-s<seed>)", group=OUTPUT,
-                       resume=True, show_default=False)
+                       resume=True, show_default=False, check=_non_empty)
     checkpoint_every: int = setting(
         0, "checkpoint every N episodes into RUN_DIR/checkpoints (0: none)", group=RUN, check=_at_least(0),
         resume=True)
@@ -422,6 +455,8 @@ def load_config_file(path: str) -> dict[str, Any]:
             d = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ConfigError(f"--config {path!r} does not parse: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"--config {path!r} does not parse: nested too deeply") from None
     if not isinstance(d, dict):
         raise ConfigError(f"--config {path!r} must hold a table of settings, got {type(d).__name__}")
     return {str(k).replace("-", "_"): v for k, v in d.items()}
@@ -514,11 +549,35 @@ def _check_class_split(cfg: TrainConfig, n_classes: int | None) -> None:
             )
 
 
+def _generic_check(name: str, v: Any) -> str | None:
+    """The checks every setting of a type gets: integers within ``maximum`` (default ``INT_MAX``),
+    floats finite in float32, strings without NUL characters."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, int) or isinstance(v, tuple):
+        top = SETTINGS[name].maximum or INT_MAX
+        for x in v if isinstance(v, tuple) else (v,):
+            if abs(x) > top:
+                return f"must be at most {top}, got {x}"
+    elif isinstance(v, float):
+        if not math.isfinite(v):
+            return f"must be finite, got {v!r}"
+        if abs(v) > FLOAT32_MAX:
+            return f"must be finite in float32 (|x| <= 3.4e38), got {v!r}"
+    elif isinstance(v, str) and "\x00" in v:
+        return "must not contain a NUL character"
+    return None
+
+
 def check_settings(cfg: TrainConfig) -> None:
-    """The per-setting checks declared with the fields: type, choices, bound."""
+    """The per-setting checks declared with the fields: type, choices, bound (``_generic_check``
+    first, then the setting's own)."""
     check_types(cfg)
     for name, s in SETTINGS.items():
         v = getattr(cfg, name)
+        msg = _generic_check(name, v)
+        if msg:
+            raise ConfigError(f"{flag_of(name)} {msg}")
         allowed = choices_of(name)
         if allowed is not None and v not in allowed:
             raise ConfigError(f"unknown {s.noun or flag_of(name)} {v!r}; choose one of {', '.join(allowed)}")
@@ -533,6 +592,9 @@ def validate(cfg: TrainConfig, n_classes: int | None = None, min_class_count: in
     """Raise ``ConfigError`` for the first bad value. Dataset-dependent checks run when the
     dataset facts are given."""
     check_settings(cfg)
+    if cfg.seed + cfg.seeds - 1 > SEED_MAX:
+        raise ConfigError(f"--seed {cfg.seed} with --seeds {cfg.seeds} reaches seed {cfg.seed + cfg.seeds - 1}, "
+                          f"beyond {SEED_MAX} (PRNG seeds are 32-bit)")
     layer_term_sets(cfg)
     from plastic_jax.data import SOURCES, SPLIT_SOURCES
 

@@ -40,7 +40,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from plastic_jax import rundir
-from plastic_jax.config import SETTINGS, ConfigError, TrainConfig, add_config_flags, class_split
+from plastic_jax.config import (
+    FLOAT32_MAX,
+    INT_MAX,
+    SEED_MAX,
+    SETTINGS,
+    ConfigError,
+    TrainConfig,
+    add_config_flags,
+    class_split,
+)
 from plastic_jax.data import build_class_index
 from plastic_jax.data.sampler import ClassIndex
 from plastic_jax.episode import EpisodeSpec, task_loss
@@ -104,10 +113,15 @@ def read_learned_theta(run_dir: str, cfg: TrainConfig, terms: tuple[int, ...],
                        seed_index: int = 0) -> tuple[np.ndarray, str]:
     """Θ of seed ``cfg.seed + seed_index`` of a run, ordered as ``terms``; and where it came from
     (summary.json, else the seed's last metrics.jsonl record)."""
+    if seed_index < 0:
+        raise ConfigError(f"--seed-index must be a non-negative integer, got {seed_index}")
     summary = rundir.read_summary(run_dir)
     theta: Any = None
     if summary is not None:
         thetas = summary.get("theta", [])
+        if not isinstance(thetas, list):
+            raise rundir.RunDirError(f"{os.path.join(run_dir, rundir.SUMMARY)}: 'theta' must be a list with one "
+                                     f"table per seed, got {type(thetas).__name__}")
         if seed_index >= len(thetas):
             raise ConfigError(f"--seed-index {seed_index}: the run has {len(thetas)} seed(s)")
         theta, source = thetas[seed_index], os.path.join(run_dir, rundir.SUMMARY)
@@ -125,18 +139,78 @@ def read_learned_theta(run_dir: str, cfg: TrainConfig, terms: tuple[int, ...],
     missing = [f"F{r}" for r in terms if f"F{r}" not in theta]
     if missing:
         raise ConfigError(f"the run's Θ lacks {', '.join(missing)}; give --theta by hand")
-    return np.array([theta[f"F{r}"] for r in terms], np.float32), source
+    values = [theta[f"F{r}"] for r in terms]
+    bad = [f"F{r}={v!r}" for r, v in zip(terms, values)
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite32(v)]
+    if bad:
+        raise rundir.RunDirError(f"{source}: Θ must hold finite numbers, got {', '.join(bad)}; the file is damaged "
+                                 "(or give --theta by hand)")
+    return np.array(values, np.float32), source
 
 
-def _check_options(tasks: int, tune_tasks: int, baseline_grid: tuple[float, ...], baseline_lr: float | None) -> None:
+def _finite32(v: float) -> bool:
+    """Finite in float32 (``config.FLOAT32_MAX``)."""
+    return math.isfinite(v) and abs(v) <= FLOAT32_MAX
+
+
+def check_theta(theta: Any, n_terms: int, terms: tuple[int, ...]) -> np.ndarray:
+    """Θ as float32, one finite value per term; ``ConfigError`` otherwise."""
+    values = list(np.asarray(theta, np.float64).reshape(-1))
+    if len(values) != n_terms:
+        raise ConfigError(
+            f"--theta has {len(values)} value(s) but the rule has {n_terms} term(s) "
+            f"({', '.join(f'F{r}' for r in terms)})"
+        )
+    bad = [str(v) for v in values if not _finite32(float(v))]
+    if bad:
+        raise ConfigError(f"--theta must be finite numbers (in float32, |x| <= 3.4e38), got {', '.join(bad)}")
+    return np.asarray(values, np.float32)
+
+
+def _check_options(tasks: int, tune_tasks: int, baseline_grid: tuple[float, ...], baseline_lr: float | None,
+                   seed: int = 0) -> None:
     if tasks < 2:
         raise ConfigError(f"--tasks must be at least 2 (for a confidence interval), got {tasks}")
     if tune_tasks < 1:
         raise ConfigError(f"--tune-tasks must be a positive integer, got {tune_tasks}")
-    if not baseline_grid or any(not v > 0 for v in baseline_grid):
-        raise ConfigError("--baseline-grid must list positive values")
-    if baseline_lr is not None and not baseline_lr > 0:
-        raise ConfigError(f"--baseline-lr must be positive, got {baseline_lr}")
+    for flag, n in (("--tasks", tasks), ("--tune-tasks", tune_tasks)):
+        if n > INT_MAX:
+            raise ConfigError(f"{flag} must be at most {INT_MAX}, got {n}")
+    if not baseline_grid or any(not (v > 0 and _finite32(v)) for v in baseline_grid):
+        raise ConfigError(f"--baseline-grid must list positive finite values, got {','.join(map(str, baseline_grid))}")
+    if baseline_lr is not None and not (baseline_lr > 0 and _finite32(baseline_lr)):
+        raise ConfigError(f"--baseline-lr must be positive and finite, got {baseline_lr}")
+    if not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be in 0 … {SEED_MAX} (PRNG seeds are 32-bit), got {seed}")
+
+
+def check_json_out(path: str | None, flag: str = "--json") -> None:
+    """Refuse an output file that cannot be written, before any work: a directory, a path under a
+    file or a missing directory."""
+    if path is None:
+        return
+    if not path.strip() or "\x00" in path:
+        raise ConfigError(f"{flag} must name a file, got {path!r}")
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag} {path!r} is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        why = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise ConfigError(f"cannot write {flag} {path!r}: {parent} {why}")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ConfigError(f"cannot write {flag} {path!r}: permission denied")
+
+
+def check_evaluation_memory(cfg: TrainConfig, spec: EpisodeSpec, data: Any, tasks: int, tune_tasks: int,
+                            n_grid: int) -> None:
+    """Refuse a meta-test that cannot fit: every task (and every θ_0 of the tuning grid) runs at
+    once, each with its network (W, B) and its stream."""
+    from plastic_jax.experiment import check_fits, n_weights
+
+    per_task = 4 * (2 * n_weights(spec.sizes) + (spec.M * (spec.K + spec.Q)) * data.dim) + 8
+    need = per_task * max(tasks, tune_tasks * n_grid)
+    check_fits(need, f"evaluating {tasks} task(s) ({tune_tasks} × {n_grid} for tuning) on layer sizes "
+               f"{list(spec.sizes)}", "--tasks, --tune-tasks or --hidden")
 
 
 def run_config(run_dir: str | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -163,15 +237,11 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
     The baselines' θ_0 is ``baseline_lr``, else the best of ``baseline_grid`` on ``tune_tasks``
     tasks from the meta-training classes. ``seed`` seeds the test and tuning tasks.
     """
-    _check_options(tasks, tune_tasks, tuple(baseline_grid), baseline_lr)
+    _check_options(tasks, tune_tasks, tuple(baseline_grid), baseline_lr, seed)
     data, ci_train, rule, spec = build(cfg)
     terms = rule.terms
-    theta = np.asarray(theta, np.float32)
-    if len(theta) != len(terms):
-        raise ConfigError(
-            f"--theta has {len(theta)} value(s) but the rule has {len(terms)} term(s) "
-            f"({', '.join(f'F{r}' for r in terms)})"
-        )
+    theta = check_theta(theta, len(terms), terms)
+    check_evaluation_memory(cfg, spec, data, tasks, 0 if baseline_lr is not None else tune_tasks, len(baseline_grid))
     _, test_classes = class_split(cfg, data.n_classes)
     if test_classes is None:
         print("warning: the run has no class split (--holdout / --test-classes); evaluating on all "
@@ -232,7 +302,8 @@ def evaluate_run(run_dir: str, *, seed_index: int = 0, overrides: dict[str, Any]
     else metrics.jsonl) on its held-out classes; ``overrides`` change the run's settings and
     ``options`` are ``evaluate_rule``'s."""
     _check_options(options.get("tasks", 100), options.get("tune_tasks", 20),
-                   tuple(options.get("baseline_grid", BASELINE_GRID)), options.get("baseline_lr"))
+                   tuple(options.get("baseline_grid", BASELINE_GRID)), options.get("baseline_lr"),
+                   options.get("seed", 0))
     cfg = run_config(run_dir, overrides)
     theta, source = read_learned_theta(run_dir, cfg, rule_of(cfg).terms, seed_index)
     return evaluate_rule(cfg, theta, source=source, run_dir=run_dir, **options)
@@ -304,13 +375,18 @@ def evaluate_args(args: argparse.Namespace) -> dict[str, Any]:
     options = dict(tasks=args.tasks, seed=args.seed, baseline_lr=args.baseline_lr,
                    baseline_grid=tuple(args.baseline_grid), tune_tasks=args.tune_tasks)
     by_hand = args.hand_rule is not None or args.hand_terms is not None
+    check_json_out(args.json)
+    for flag, v in (("--rule", args.hand_rule), ("--terms", args.hand_terms)):
+        if v is not None and not v.strip():
+            raise ConfigError(f"{flag} is empty")
     if args.run_dir is not None and not by_hand and args.theta is None:
         return evaluate_run(args.run_dir, seed_index=args.seed_index, overrides=overrides, **options)
     if args.run_dir is None and args.theta is None:
         raise ConfigError("give a RUN_DIR, or a rule by hand with --rule/--terms and --theta")
     if args.theta is None:
         raise ConfigError("--rule/--terms need --theta (the run's Θ belongs to the run's rule)")
-    _check_options(options["tasks"], options["tune_tasks"], options["baseline_grid"], options["baseline_lr"])
+    _check_options(options["tasks"], options["tune_tasks"], options["baseline_grid"], options["baseline_lr"],
+                   options["seed"])
     cfg = run_config(args.run_dir, overrides)
     if by_hand:
         cfg.rule, cfg.terms, cfg.layer_rules = args.hand_rule or cfg.rule, args.hand_terms, None

@@ -4,6 +4,7 @@ rule and the episode spec, validated against the dataset.
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 from plastic_jax.config import ConfigError, TrainConfig, class_split, layer_term_sets, validate
@@ -51,6 +52,70 @@ def build(cfg: TrainConfig, data: Any = None) -> Experiment:
     train_classes, test_classes = class_split(cfg, data.n_classes)
     if test_classes is not None:
         cfg.extra["class_split"] = {"train": list(train_classes), "test": list(test_classes)}
+    else:  # e.g. a run's config.json given to --config with the split switched off: not this run's
+        cfg.extra.pop("class_split", None)
     ci = build_class_index(data, train_classes)
     spec = EpisodeSpec((data.dim, *cfg.hidden, data.n_classes), cfg.M, cfg.K, cfg.Q, cfg.meta_batch)
     return Experiment(data, ci, rule_of(cfg), spec)
+
+
+# --------------------------------------------------------------------------- memory, before anything runs
+
+
+def n_weights(sizes: tuple[int, ...]) -> int:
+    """Number of entries of the weight matrices of a network with layer sizes ``sizes``."""
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def available_memory(devices: int | None = None) -> tuple[int, str]:
+    """(bytes, what): the memory the computation can use: the devices' own on an accelerator
+    (``bytes_limit`` of the first ``devices`` local devices), else this machine's RAM."""
+    import jax
+
+    devs = jax.local_devices()[: devices or None]
+    if devs and devs[0].platform != "cpu":
+        try:
+            limit = sum(int((d.memory_stats() or {}).get("bytes_limit", 0)) for d in devs)
+        except Exception:  # noqa: BLE001 - memory_stats is best effort
+            limit = 0
+        if limit > 0:
+            return limit, f"the {len(devs)} {devs[0].platform} device(s)"
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 0, "this machine"
+    return ram, "this machine's RAM"
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def check_fits(need: int, what: str, lower: str, devices: int | None = None) -> None:
+    """``ConfigError`` when ``need`` bytes (a lower bound of what the run keeps in memory at once)
+    exceed the memory available (``available_memory``): a clear line instead of an allocation
+    failure deep inside XLA, or minutes of swapping."""
+    have, where = available_memory(devices)
+    if have and need > have:
+        raise ConfigError(f"{what} needs at least {_gb(need)} of memory at once, more than {where} ({_gb(have)}); "
+                          f"lower {lower}")
+
+
+def check_training_memory(cfg: TrainConfig, spec: EpisodeSpec, n_terms: int, devices: int | None = None) -> None:
+    """Refuse a meta-training run that cannot fit: per task of the meta-batch and per seed, the
+    weights W and B and what the meta-gradient keeps (forward mode: a tangent of W per term;
+    reverse mode: a snapshot of W per step of the stream), plus the host's accuracy table."""
+    from plastic_jax.estimators import choose_estimator, remat_segment_length
+
+    n, T = n_weights(spec.sizes), spec.M * spec.K
+    est = choose_estimator(n_terms) if cfg.estimator == "auto" else cfg.estimator
+    if est == "reverse":
+        copies = 2 + T
+    elif est == "reverse-remat":
+        seg = remat_segment_length(T) if T < 10**6 else int(T**0.5)
+        copies = 2 + T // seg + seg
+    else:
+        copies = 2 + 2 * n_terms
+    need = 4 * n * copies * cfg.meta_batch * cfg.seeds + 8 * cfg.episodes * cfg.seeds
+    check_fits(need, f"meta-training (layer sizes {list(spec.sizes)}, {cfg.seeds} seed(s) × meta-batch "
+               f"{cfg.meta_batch}, {est} meta-gradient)", "--hidden, --seeds or --meta-batch", devices)

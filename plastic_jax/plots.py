@@ -50,17 +50,36 @@ class Run:
 
 
 def run_label(config: dict) -> str:
-    """``rule+feedback``: the per-layer rules, the term ids or the named rule, then the feedback."""
+    """``rule+feedback``: the per-layer rules, the term ids or the named rule, then the feedback
+    (whatever the values' types: a label never fails)."""
     if config.get("layer_rules"):
-        rule = "[" + config["layer_rules"] + "]"
+        rule = f"[{config['layer_rules']}]"
     elif config.get("terms"):
-        rule = "F{" + config["terms"] + "}"
+        rule = f"F{{{config['terms']}}}"
     else:
-        rule = config.get("rule", "?")
+        rule = str(config.get("rule", "?"))
     label = f"{rule}+{config.get('feedback', '?')}"
-    if config.get("l1"):
-        label += f" (L1 {config['l1']:g})"
+    l1 = config.get("l1")
+    if l1:
+        label += f" (L1 {l1:g})" if isinstance(l1, (int, float)) and not isinstance(l1, bool) else f" (L1 {l1})"
     return label
+
+
+def _grid_of(path: str, recs: dict, episodes, seeds, field_name: str, get) -> np.ndarray:
+    """(seeds, episodes) of ``get(record)``; a missing or malformed field is a ``RunDirError``
+    naming the file and the record."""
+    from plastic_jax import rundir
+
+    out = np.full((len(seeds), len(episodes)), np.nan)
+    for i, s in enumerate(seeds):
+        for j, e in enumerate(episodes):
+            try:
+                v = get(recs[(e, s)])
+            except (KeyError, TypeError):
+                raise rundir.RunDirError(f"{os.path.join(path, rundir.METRICS)}: the record of episode {e}, seed {s} "
+                                         f"has no {field_name}") from None
+            out[i, j] = np.nan if v is None else v
+    return out
 
 
 def load_run(path: str) -> Run:
@@ -68,7 +87,7 @@ def load_run(path: str) -> Run:
     wins, so a resumed run reads as one)."""
     from plastic_jax import rundir
 
-    if not os.path.exists(os.path.join(path, rundir.METRICS)):
+    if not os.path.isfile(os.path.join(path, rundir.METRICS)):
         raise ConfigError(f"{path!r} holds no run (no metrics.jsonl)")
     config = rundir.read_config_dict(path) if os.path.exists(os.path.join(path, rundir.CONFIG)) else {}
     recs = rundir.latest_records(rundir.read_records(path))
@@ -79,8 +98,8 @@ def load_run(path: str) -> Run:
     # keep the episodes every seed has reached
     episodes = np.array([e for e in episodes if all((e, s) in recs for s in seeds)])
 
-    def grid(fn):
-        return np.array([[fn(recs[(e, s)]) for e in episodes] for s in seeds], dtype=float)
+    def grid(name, fn):
+        return _grid_of(path, recs, episodes, seeds, name, fn)
 
     run = Run(
         path=path,
@@ -88,16 +107,24 @@ def load_run(path: str) -> Run:
         config=config,
         seeds=seeds,
         episodes=episodes,
-        accuracy=grid(lambda r: r["accuracy"]),
-        meta_loss=grid(lambda r: r["meta_loss"]),
+        accuracy=grid("'accuracy'", lambda r: r["accuracy"]),
+        meta_loss=grid("'meta_loss'", lambda r: r["meta_loss"]),
     )
-    terms = sorted(recs[(episodes[0], seeds[0])]["theta"], key=lambda k: int(k[1:]))
-    run.theta = {t: grid(lambda r, t=t: r["theta"][t]) for t in terms}
+    # every term any record has (the reader checked the names: F<digits>); a record without one: NaN there
+    terms = sorted({t for r in recs.values() for t in r.get("theta", {})}, key=lambda k: int(k[1:]))
+    if not terms:
+        raise rundir.RunDirError(f"{os.path.join(path, rundir.METRICS)} holds no Θ ('theta') in any record")
+    run.theta = {t: grid(f"'theta' {t}", lambda r, t=t: r["theta"].get(t)) for t in terms}
     an = [e for e in episodes if all("alignment" in recs[(e, s)] for s in seeds)]
     run.analysis_episodes = np.array(an, int)
     if an:
-        run.alignment = np.array([[recs[(e, s)]["alignment"] for e in an] for s in seeds], float)
-        run.orthonormality = np.array([[recs[(e, s)]["orthonormality"] for e in an] for s in seeds], float)
+        for name in ("alignment", "orthonormality"):
+            rows = [[recs[(e, s)].get(name) for e in an] for s in seeds]
+            widths = {len(v) if isinstance(v, list) else -1 for row in rows for v in row}
+            if len(widths) != 1 or -1 in widths:
+                raise rundir.RunDirError(f"{os.path.join(path, rundir.METRICS)}: '{name}' must list one value per "
+                                         f"layer in every analysis record, got lengths {sorted(widths)}")
+            setattr(run, name, np.array(rows, float))
     return run
 
 
@@ -281,13 +308,35 @@ def add_plot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", default=None, help="a title over every figure")
 
 
+def check_title(title: str | None) -> None:
+    """Refuse a ``--title`` that matplotlib cannot draw (unbalanced ``$...$`` mathtext), before
+    anything is written."""
+    if not title:
+        return
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    fig.suptitle(title)
+    try:
+        FigureCanvasAgg(fig).draw()
+    except Exception as e:  # noqa: BLE001 - matplotlib's parse errors have several types
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ConfigError(f"--title {title!r} cannot be drawn ({msg}); escape a literal $ as \\$") from None
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     if args.window < 1:
         raise ConfigError(f"--window must be a positive integer, got {args.window}")
+    out = args.out or (os.path.join(args.runs[0], "figures") if len(args.runs) == 1 else "figures")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {out!r} is a file, not a directory")
     runs = [load_run(p) for p in args.runs]
-    out = args.out or (os.path.join(args.runs[0], "figures") if len(runs) == 1 else "figures")
+    check_title(args.title)
+    # a window longer than every run averages what is there: the same curves, without the padding
+    window = min(args.window, max(len(r.episodes) for r in runs))
     try:
-        written = plot_runs(runs, out, window=args.window, title=args.title)
+        written = plot_runs(runs, out, window=window, title=args.title)
     except OSError as e:
         raise ConfigError(f"cannot write figures to {out!r}: {e.strerror or e}") from None
     for p in written:

@@ -7,12 +7,24 @@ runs only through it.
                              episode, fsynced before each checkpoint
     RUN_DIR/summary.json     the summary, written atomically at the end (or when the guard stops)
     RUN_DIR/checkpoints/<n>  checkpoints (``plastic_jax.checkpoint``); checkpoints_bad/: damaged ones
+    RUN_DIR/metrics_cut.jsonl  records a resume cut from metrics.jsonl (it runs those episodes again)
     RUN_DIR/.lock            while a process writes the run: {"pid", "host", "boot_id", "started"}
 
 **Order.** ``open_run`` only checks until everything that can be checked has passed (the caller
 has validated the settings, the dataset and the devices before calling it): a new run refuses a
 directory holding another run's metrics or checkpoints unless ``overwrite``; a resume refuses a
 changed setting. Then it takes the lock, and only then deletes (``overwrite``) or writes anything.
+A new run that fails before its first record removes what it wrote (config.json, an empty
+metrics.jsonl) and leaves the directory as it found it.
+
+**Nothing is lost.** A new run refuses a directory holding any file of another run (config.json,
+metrics.jsonl, summary.json, checkpoints) unless ``overwrite``. A resume restores the newest
+usable checkpoint and cuts metrics.jsonl back to it; the records it cuts (episodes it runs again)
+are appended to metrics_cut.jsonl first. A resume whose checkpoints are all damaged changes
+nothing and says so (one line); one whose checkpoints were all moved to checkpoints_bad/ by an
+earlier resume is refused, naming the ``--overwrite`` command that restarts the run deliberately.
+An I/O error while writing (disk full) stops the run with one line; the records and checkpoints
+written before stay readable and ``--resume`` continues.
 
 **Lock.** ``RunLock`` holds an exclusive ``flock`` on ``RUN_DIR/.lock`` for as long as the run is
 open; the kernel drops it when the process dies, so a lock whose ``flock`` is free is stale and is
@@ -23,14 +35,16 @@ process this host cannot check), refuses the second writer with one line naming 
 ``ConfigError``: one line, exit code 2) naming the file. A torn last line of metrics.jsonl (a run
 killed mid-write) is dropped everywhere, silently; a bad line before it is an error.
 
-**NaN.** A skipped episode's ``meta_loss`` can be NaN or infinite; records keep Python's JSON
-spelling (``NaN``, ``Infinity``), which ``json.loads`` reads back, as before (not strict JSON).
+**NaN.** A skipped episode's ``meta_loss`` can be NaN or infinite; records are strict JSON and
+write a non-finite number as ``null`` (``record_line``). The reader accepts both ``null`` and the
+``NaN``/``Infinity`` that runs written before wrote, and gives NaN for ``null``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -39,9 +53,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from plastic_jax.config import RESUME_MAY_CHANGE, ConfigError, TrainConfig, flag_of
+from plastic_jax.config import EPISODES_MAX, RESUME_MAY_CHANGE, SEED_MAX, ConfigError, TrainConfig, flag_of
 
 CONFIG, METRICS, SUMMARY, CHECKPOINTS, LOCK = "config.json", "metrics.jsonl", "summary.json", "checkpoints", ".lock"
+CHECKPOINTS_BAD, METRICS_CUT = CHECKPOINTS + "_bad", "metrics_cut.jsonl"
+#: what a run writes (besides the lock): a new run refuses a directory holding any of them
+RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINTS, CHECKPOINTS_BAD, METRICS_CUT)
+#: number fields of a record (null: not finite) and lists of numbers
+NUMBER_FIELDS, NUMBER_LISTS = ("meta_loss", "query_loss", "accuracy"), ("alignment", "orthonormality")
 
 
 class RunDirError(ConfigError):
@@ -63,8 +82,60 @@ def read_json(path: str) -> Any:
             return json.loads(f.read())
     except OSError as e:
         raise RunDirError(f"cannot read {path}: {e.strerror or e}") from None
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise RunDirError(f"{path} is not valid JSON ({_first_line(e)}); the file is damaged") from None
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (strict JSON writes it as ``null``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def record_line(rec: dict[str, Any]) -> str:
+    """One metrics.jsonl line: strict JSON (a non-finite number is ``null``) and a newline."""
+    return json.dumps(json_safe(rec), allow_nan=False) + "\n"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_record(rec: dict[str, Any]) -> str | None:
+    """Normalise a parsed record in place (``null`` numbers become NaN); what is wrong with it."""
+    ep = rec.get("episode")
+    if not isinstance(ep, int) or isinstance(ep, bool) or not 0 <= ep <= EPISODES_MAX:
+        return f"'episode' must be a non-negative integer (at most {EPISODES_MAX}), got {ep!r}"
+    seed = rec.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or abs(seed) > SEED_MAX:  # runs before 32-bit seeds: < 0
+        return f"'seed' must be an integer of at most 32 bits, got {seed!r}"
+    for k in NUMBER_FIELDS:
+        if k in rec:
+            if rec[k] is None:
+                rec[k] = math.nan
+            elif not _is_number(rec[k]):
+                return f"{k!r} must be a number or null, got {rec[k]!r}"
+    if "theta" in rec:
+        th = rec["theta"]
+        if not isinstance(th, dict) or not all(isinstance(k, str) and k[:1] == "F" and k[1:].isdigit() for k in th):
+            return f"'theta' must be a table like {{\"F0\": 0.1}}, got {th!r}"[:200]
+        for k, v in th.items():
+            if v is None:
+                th[k] = math.nan
+            elif not _is_number(v):
+                return f"'theta' {k} must be a number or null, got {v!r}"
+    for k in NUMBER_LISTS:
+        if k in rec:
+            v = rec[k]
+            if not isinstance(v, list) or not all(x is None or _is_number(x) for x in v):
+                return f"{k!r} must be a list of numbers, got {v!r}"[:200]
+            rec[k] = [math.nan if x is None else x for x in v]
+    return None
 
 
 def read_config_dict(run_dir: str) -> dict[str, Any]:
@@ -81,9 +152,13 @@ def read_config_dict(run_dir: str) -> dict[str, Any]:
 def read_config(run_dir: str) -> TrainConfig:
     """The ``TrainConfig`` of the run in ``run_dir``; settings its config.json predates take the
     values the run had (``config.LEGACY``)."""
+    from plastic_jax.config import check_settings
+
     d = read_config_dict(run_dir)
     try:
-        return TrainConfig.from_run_json(d)
+        cfg = TrainConfig.from_run_json(d)
+        check_settings(cfg)
+        return cfg
     except (ConfigError, TypeError) as e:
         raise RunDirError(f"{os.path.join(run_dir, CONFIG)}: {_first_line(e)}") from None
 
@@ -103,7 +178,8 @@ def read_records(run_dir: str) -> list[dict[str, Any]]:
     """Every record of the run's metrics.jsonl, in file order ([] when there is no file).
 
     The one reader of metrics.jsonl. A torn last line (a run killed mid-write) is dropped; a line
-    before it that is not a JSON object with an integer ``episode`` is a ``RunDirError``.
+    before it that is not a JSON object with an integer ``episode`` is a ``RunDirError``, and so is
+    any record whose fields have the wrong type (``_check_record``). ``null`` numbers read as NaN.
     """
     path = os.path.join(run_dir, METRICS)
     if not os.path.exists(path):
@@ -120,14 +196,17 @@ def read_records(run_dir: str) -> list[dict[str, Any]]:
             continue
         try:
             rec = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             if i == last:
                 break  # torn by a kill mid-write
             raise RunDirError(f"{path} line {i + 1} is not JSON; the file is damaged") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("episode"), int):
+        if not isinstance(rec, dict) or "episode" not in rec:
             if i == last:
                 break
             raise RunDirError(f"{path} line {i + 1} is not a record (no integer 'episode')")
+        why = _check_record(rec)
+        if why:
+            raise RunDirError(f"{path} line {i + 1} is not a valid record: {why}")
         records.append(rec)
     return records
 
@@ -153,16 +232,33 @@ def complete_episodes(records: list[dict[str, Any]], n_seeds: int) -> list[dict[
 # --------------------------------------------------------------------------- checks (no writes)
 
 
+def _present(path: str) -> bool:
+    """A file, or a directory with something in it."""
+    if os.path.isdir(path):
+        try:
+            return bool(os.listdir(path))
+        except OSError:
+            return True
+    return os.path.lexists(path)
+
+
 def check_new(out: str, overwrite: bool) -> None:
-    """Refuse to start a new run in ``out`` over another run, unless ``overwrite``. Writes nothing."""
+    """Refuse to start a new run in ``out`` over another run's files (``RUN_FILES``), unless
+    ``overwrite``. Writes nothing."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RunDirError(f"--out {out!r} is a file, not a directory; choose another --out")
     if overwrite:
         return
     if os.path.exists(os.path.join(out, METRICS)):
         raise RunDirError(f"--out {out!r} already holds a run ({METRICS}); choose another directory "
                           "or pass --overwrite")
     ckpt = os.path.join(out, CHECKPOINTS)
-    if os.path.isdir(ckpt) and os.listdir(ckpt):
+    if _present(ckpt):
         raise RunDirError(f"--out {out!r} holds checkpoints of an earlier run; pass --resume or --overwrite")
+    found = [name for name in RUN_FILES if _present(os.path.join(out, name))]
+    if found:
+        raise RunDirError(f"--out {out!r} already holds files of a run ({', '.join(found)}); choose another "
+                          "directory, --resume it, or pass --overwrite")
 
 
 def check_resume(cfg: TrainConfig) -> None:
@@ -267,10 +363,21 @@ def _fsync(f: Any) -> None:
     os.fsync(f.fileno())
 
 
+def _write_error(path: str, e: BaseException, run_dir: str | None) -> RunDirError:
+    """The one line for a failed write; ``run_dir``: the run that ``--resume`` continues (None: a new
+    run that wrote nothing)."""
+    why = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
+    then = (f"what was written before is intact: free space (or fix the permissions), then continue with "
+            f"plastic-jax meta-train --resume {run_dir}") if run_dir else "free space or fix the permissions"
+    return RunDirError(f"cannot write {path} ({why}); {then}")
+
+
 class Run:
     """A run directory open for writing (locked): what the training loop writes through.
 
     ``checkpointing``: whether checkpoints are saved (``--checkpoint-every`` or a resumed run).
+    Every write that fails (disk full, permissions) raises ``RunDirError`` (one line); what was
+    written before stays readable and resumable.
     """
 
     def __init__(self, cfg: TrainConfig, resume: bool):
@@ -280,68 +387,161 @@ class Run:
         self.path = cfg.out
         self.resume = resume
         self.checkpointing = bool(cfg.checkpoint_every or resume)
-        self._ckpt = Checkpointer(os.path.join(self.path, CHECKPOINTS), cfg.keep_checkpoints) \
-            if self.checkpointing else None
+        self.records_written = 0
         self._log: Any = None
+        self._ckpt = None
+        if self.checkpointing:
+            ckpt = os.path.join(self.path, CHECKPOINTS)
+            if os.path.lexists(ckpt) and not os.path.isdir(ckpt):
+                raise RunDirError(f"{ckpt} is a file, not a checkpoint directory; move it away")
+            try:
+                self._ckpt = Checkpointer(ckpt, cfg.keep_checkpoints)
+            except OSError as e:
+                raise RunDirError(f"cannot use {ckpt}: {e.strerror or _first_line(e)}") from None
+
+    def _refuse_quarantined(self) -> None:
+        """Refuse a resume that would restart at episode 0 because an earlier resume moved every
+        checkpoint to checkpoints_bad/."""
+        bad = os.path.join(self.path, CHECKPOINTS_BAD)
+        if self._ckpt.steps() or not _present(bad):
+            return
+        raise RunDirError(
+            f"--resume: {os.path.join(self.path, CHECKPOINTS)} holds no checkpoint: the damaged ones were moved to "
+            f"{bad}/ by an earlier resume, and resuming would restart at episode 0. {self._restart_hint()}")
+
+    def _restart_hint(self) -> str:
+        return (f"To restart the run from episode 0 deliberately (deleting its records): plastic-jax meta-train "
+                f"--config {os.path.join(self.path, CONFIG)} --out {self.path} --overwrite")
 
     def start(self, target: Any) -> tuple[int, Any, list[dict[str, Any]]]:
         """Where the run starts: ``(episode, state, records so far)``; ``target`` is the fresh state.
 
         A resumed run restores the newest usable checkpoint (at most the last complete episode of
-        metrics.jsonl; none: episode 0), cuts metrics.jsonl back to it and rewrites config.json
-        (e.g. a raised ``--episodes``). When checkpoints exist but none is usable, it raises
+        metrics.jsonl; none: episode 0), moves the records after it to metrics_cut.jsonl, cuts
+        metrics.jsonl back to it and rewrites config.json (e.g. a raised ``--episodes``). When
+        checkpoints exist but none is usable, or an earlier resume moved them all aside, it raises
         ``RunDirError`` and leaves every file as it was.
         """
         import jax
 
-        from plastic_jax.checkpoint import CheckpointError, atomic_write_json, atomic_write_text
+        from plastic_jax.checkpoint import CheckpointError, atomic_write_json
 
         start, state, records = 0, target, []
         metrics = os.path.join(self.path, METRICS)
         if self.resume:
-            records = complete_episodes(read_records(self.path), self.cfg.seeds)
-            have = max((r["episode"] + 1 for r in records), default=0)
+            every = read_records(self.path)
+            complete = complete_episodes(every, self.cfg.seeds)
+            have = max((r["episode"] + 1 for r in complete), default=0)
+            self._refuse_quarantined()
             try:
                 restored = self._ckpt.restore_latest(jax.device_get(target), max_episode=have)
             except CheckpointError as e:
-                raise RunDirError(f"--resume: {e}") from None
+                raise RunDirError(f"--resume: {e}. {self._restart_hint()}") from None
             if restored is not None:
                 start, state = restored
             if start > self.cfg.episodes:
                 raise RunDirError(f"--resume: the checkpoint is at episode {start}, beyond --episodes "
                                   f"{self.cfg.episodes}")
-            records = [r for r in records if r["episode"] < start]
-            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in records))
-            atomic_write_json(os.path.join(self.path, CONFIG), self.cfg.to_json())
-            print(f"resuming {self.path} at episode {start}", file=sys.stderr)
-        self._log = open(metrics, "a")
+            records = [r for r in complete if r["episode"] < start]
+            for r in records:
+                if not 0 <= r.get("seed", 0) - self.cfg.seed < self.cfg.seeds:
+                    raise RunDirError(f"{metrics} holds a record of seed {r.get('seed', 0)} (episode {r['episode']}); "
+                                      f"the run's seeds are {self.cfg.seed} … {self.cfg.seed + self.cfg.seeds - 1}")
+            kept = {id(r) for r in records}
+            cut = [r for r in every if id(r) not in kept]
+            self._cut_back(metrics, records, cut)
+            try:
+                atomic_write_json(os.path.join(self.path, CONFIG), self.cfg.to_json())
+            except OSError as e:
+                raise _write_error(os.path.join(self.path, CONFIG), e, self.path) from None
+            note = f" ({len(cut)} later record(s) moved to {METRICS_CUT})" if cut else ""
+            print(f"resuming {self.path} at episode {start}{note}", file=sys.stderr)
+        try:
+            self._log = open(metrics, "a")
+        except OSError as e:
+            raise _write_error(metrics, e, self.path) from None
         return start, state, records
+
+    def _cut_back(self, metrics: str, records: list[dict[str, Any]], cut: list[dict[str, Any]]) -> None:
+        """Cut metrics.jsonl back to ``records``, appending the ``cut`` ones (the episodes that run
+        again) to metrics_cut.jsonl first; a failed write (disk full) leaves both as they were."""
+        from plastic_jax.checkpoint import atomic_write_text
+
+        text = "".join(record_line(r) for r in records)
+        if os.path.exists(metrics):
+            with open(metrics, "rb") as f:
+                if f.read() == text.encode():
+                    return  # nothing to cut, no torn line: leave the file alone
+        side = os.path.join(self.path, METRICS_CUT)
+        size = os.path.getsize(side) if os.path.exists(side) else None
+        try:
+            if cut:  # never lost: kept aside before metrics.jsonl is cut
+                with open(side, "a") as f:
+                    f.write("".join(record_line(r) for r in cut))
+                    _fsync(f)
+            atomic_write_text(metrics, text)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                if size is None:
+                    os.remove(side)
+                else:
+                    os.truncate(side, size)
+            raise _write_error(metrics, e, self.path) from None
 
     def append(self, records: list[dict[str, Any]]) -> None:
         """Append one episode's records to metrics.jsonl and flush them."""
-        self._log.write("".join(json.dumps(r) + "\n" for r in records))
-        self._log.flush()
+        try:
+            self._log.write("".join(record_line(r) for r in records))
+            self._log.flush()
+        except OSError as e:
+            raise _write_error(os.path.join(self.path, METRICS), e, self.path) from None
+        self.records_written += len(records)
 
     def save_checkpoint(self, episode: int, state: Any) -> None:
-        """fsync the records, then checkpoint ``state`` as completed episode ``episode``."""
-        _fsync(self._log)  # the records of every checkpointed episode are on disk first
-        self._ckpt.save(episode, state)
+        """fsync the records, then checkpoint ``state`` as completed episode ``episode``.
+
+        A non-finite state raises ``checkpoint.CheckpointError`` (nothing written); a failed write
+        ``RunDirError``."""
+        from plastic_jax.checkpoint import CheckpointError
+
+        try:
+            _fsync(self._log)  # the records of every checkpointed episode are on disk first
+        except OSError as e:
+            raise _write_error(os.path.join(self.path, METRICS), e, self.path) from None
+        try:
+            self._ckpt.save(episode, state)
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - orbax reports a failed write in several types
+            raise _write_error(os.path.join(self.path, CHECKPOINTS, str(episode)), e, self.path) from None
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write summary.json (atomically)."""
         from plastic_jax.checkpoint import atomic_write_json
 
-        atomic_write_json(os.path.join(self.path, SUMMARY), summary)
+        path = os.path.join(self.path, SUMMARY)
+        try:
+            atomic_write_json(path, summary)
+        except OSError as e:
+            raise _write_error(path, e, self.path) from None
 
-    def close(self) -> None:
-        """fsync and close metrics.jsonl, close the checkpointer."""
-        if self._log is not None:
-            _fsync(self._log)
-            self._log.close()
-            self._log = None
-        if self._ckpt is not None:
-            self._ckpt.close()
-            self._ckpt = None
+    def close(self, quiet: bool = False) -> None:
+        """fsync and close metrics.jsonl, close the checkpointer. ``quiet``: after an error,
+        close what can be closed and raise nothing."""
+        log, ckpt = self._log, self._ckpt
+        self._log = self._ckpt = None
+        try:
+            if log is not None:
+                try:
+                    _fsync(log)
+                finally:
+                    with contextlib.suppress(OSError):
+                        log.close()
+            if ckpt is not None:
+                ckpt.close()
+        except Exception as e:  # noqa: BLE001
+            if not quiet:
+                raise _write_error(os.path.join(self.path, METRICS), e, self.path) from None
 
 
 def _claim(out: str) -> RunLock:
@@ -354,35 +554,73 @@ def _claim(out: str) -> RunLock:
 
 
 def _clear(out: str) -> None:
-    """Remove an earlier run's files from ``out`` (``--overwrite``), under the lock."""
-    for name in (CHECKPOINTS, CHECKPOINTS + "_bad"):
-        if os.path.isdir(os.path.join(out, name)):
-            shutil.rmtree(os.path.join(out, name))
-    for name in (METRICS, SUMMARY):
-        with contextlib.suppress(FileNotFoundError):
+    """Remove an earlier run's files (``RUN_FILES``) from ``out`` (``--overwrite``), under the lock."""
+    for name in RUN_FILES:
+        path = os.path.join(out, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+
+
+def _unmake(out: str) -> None:
+    """Remove what a new run that recorded nothing wrote: config.json, the empty metrics.jsonl,
+    an empty checkpoints/."""
+    for name in (CONFIG, METRICS):
+        with contextlib.suppress(OSError):
             os.remove(os.path.join(out, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.join(out, CHECKPOINTS))  # only when empty
 
 
 @contextlib.contextmanager
 def open_run(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Iterator[Run]:
     """Open ``cfg.out`` for writing: check (no writes), lock, then clear and write config.json (a
-    new run) or leave the files to ``Run.start`` (a resume). The lock is released on exit."""
+    new run) or leave the files to ``Run.start`` (a resume). The lock is released on exit; a new
+    run that fails before its first record leaves no files behind (``_unmake``)."""
     if resume:
         check_resume(cfg)
     else:
         check_new(cfg.out, overwrite)
-    lock = _claim(cfg.out)
+    created = not os.path.exists(cfg.out)
+    try:
+        lock = _claim(cfg.out)
+    except RunDirError:
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(cfg.out)
+        raise
     run = None
+    wrote = False
+    had_checkpoints = os.path.isdir(os.path.join(cfg.out, CHECKPOINTS))
     try:
         if not resume:
             from plastic_jax.checkpoint import atomic_write_json
 
             check_new(cfg.out, overwrite)  # again, under the lock: another writer may have been first
-            _clear(cfg.out)
-            atomic_write_json(os.path.join(cfg.out, CONFIG), cfg.to_json())
+            try:
+                _clear(cfg.out)
+                wrote = True
+                atomic_write_json(os.path.join(cfg.out, CONFIG), cfg.to_json())
+            except OSError as e:
+                raise _write_error(os.path.join(cfg.out, CONFIG), e, None) from None
         run = Run(cfg, resume)
         yield run
-    finally:
+    except BaseException:
         if run is not None:
-            run.close()
+            run.close(quiet=True)
+        if wrote and (run is None or run.records_written == 0):
+            _unmake(cfg.out)
+        if not had_checkpoints:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(cfg.out, CHECKPOINTS))  # only when empty: made by this run
         lock.release()
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(cfg.out)  # only when empty: this run made it and left nothing in it
+        raise
+    else:
+        try:
+            run.close()
+        finally:
+            lock.release()

@@ -20,7 +20,7 @@ import optax
 from plastic_jax import rundir
 from plastic_jax.config import ConfigError, TrainConfig
 from plastic_jax.episode import EpisodeSpec
-from plastic_jax.experiment import build  # noqa: F401 - also this module's API (train.build)
+from plastic_jax.experiment import build, check_training_memory  # build: also this module's API (train.build)
 from plastic_jax.inner import Rule, initial_theta
 from plastic_jax.meta import MetaState, meta_init, meta_step
 from plastic_jax.stats import bootstrap_ci
@@ -76,8 +76,10 @@ def init_state(cfg: TrainConfig, rule: Rule, optimizer: optax.GradientTransforma
 
 
 def seed_keys(cfg: TrainConfig) -> jax.Array:
-    """One base key per seed: seed s of a multi-seed run is the single-seed run ``cfg.seed + s``."""
-    return jnp.stack([jax.random.PRNGKey(cfg.seed + s) for s in range(cfg.seeds)])
+    """One base key per seed: seed s of a multi-seed run is the single-seed run ``cfg.seed + s``
+    (``PRNGKey`` of each, in one vectorised call; seeds are 32-bit, ``config.SEED_MAX``)."""
+    seeds = np.arange(cfg.seeds, dtype=np.uint64) + np.uint64(cfg.seed)
+    return jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds.astype(np.uint32)))
 
 
 def episode_keys(base: jax.Array, episode: int) -> jax.Array:
@@ -153,11 +155,16 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
     consecutive skipped updates of a seed. ``devices``: the seed axis is sharded over these
     (None: all local devices; ``plastic_jax.sharding``).
     """
+    from plastic_jax.checkpoint import CheckpointError
     from plastic_jax.sharding import seed_shardings
 
     exp = build(cfg)
-    if isinstance(devices, int) and devices < 1:
-        raise ConfigError(f"--devices must be a positive integer, got {devices}")
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        if devices < 1:
+            raise ConfigError(f"--devices must be a positive integer, got {devices}")
+        if devices > len(jax.local_devices()):
+            raise ConfigError(f"--devices {devices}: this process has {len(jax.local_devices())} local device(s)")
+    check_training_memory(cfg, exp.spec, len(exp.rule.terms), devices if isinstance(devices, int) else None)
     seed_sh, repl = seed_shardings(cfg.seeds, devices)
     optimizer, step = make_step(cfg, exp.rule, exp.spec)
     analyze, terms = make_analysis(exp.rule, exp.spec), exp.rule.terms
@@ -178,7 +185,11 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
             run.append(episode_records(cfg, ep, m, theta, skips, an, terms))
             done, stopped = ep + 1, guard(cfg, ep, skips)
             if run.checkpointing and checkpoint_due(cfg, done, stopped):
-                run.save_checkpoint(done, state)
+                try:
+                    run.save_checkpoint(done, state)
+                except CheckpointError as e:  # a non-finite state: never written
+                    raise TrainingStopped(f"{e}; metrics.jsonl up to episode {ep} and the earlier checkpoints "
+                                          f"in {cfg.out} are intact") from None
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(acc=f"{accs[max(0, ep - 99): ep + 1].mean():.3f}")

@@ -114,12 +114,15 @@ def test_read_records_drops_a_torn_last_line_and_names_a_damaged_one(tmp_path):
     assert rundir.read_records(str(tmp_path / "nothing")) == []
 
 
-def test_nan_meta_loss_keeps_its_spelling_and_reads_back(tmp_path):
-    """A skipped episode's NaN meta-loss is written as Python's JSON writes it (NaN), as before."""
-    _write(os.path.join(tmp_path, rundir.METRICS), _rec(0, 0, meta_loss=float("nan")))
+def test_nan_meta_loss_is_written_as_null_and_both_spellings_read_back(tmp_path):
+    """A skipped episode's NaN meta-loss is written as null (strict JSON); runs written before
+    spelled it NaN (Python's JSON): the reader gives NaN for both."""
+    new = rundir.record_line({"episode": 1, "seed": 0, "accuracy": 0.5, "meta_loss": float("nan")})
+    assert "NaN" not in new and json.loads(new)["meta_loss"] is None
+    _write(os.path.join(tmp_path, rundir.METRICS), _rec(0, 0, meta_loss=float("nan")) + new)
     assert "NaN" in open(os.path.join(tmp_path, rundir.METRICS)).read()
-    (r,) = rundir.read_records(str(tmp_path))
-    assert r["meta_loss"] != r["meta_loss"]
+    old, r = rundir.read_records(str(tmp_path))
+    assert old["meta_loss"] != old["meta_loss"] and r["meta_loss"] != r["meta_loss"]
 
 
 def test_latest_record_of_an_episode_wins(tmp_path):
