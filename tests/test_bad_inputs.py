@@ -355,6 +355,9 @@ RESUME_CASES = [
     case("checkpoints-a-file", RESUME, "is a file, not a checkpoint directory",
          both(remove("{run}/checkpoints"), write("{run}/checkpoints", "x"))),
     case("missing-directory", ["meta-train", "--resume", "{tmp}/none", NP], "holds no run"),
+    case("metrics-a-directory", RESUME, "cannot read", both(remove("{run}/metrics.jsonl"),
+                                                              write("{run}/metrics.jsonl/x", "x"))),
+    case("lock-a-directory", RESUME, "cannot write to --out", write("{run}/.lock/x", "x")),
 ]
 
 DATASETS = [
@@ -405,6 +408,8 @@ EVALUATE = [
     case("summary-garbage", EV, "summary.json is not valid JSON", summary("garbage")),
     case("summary-nested-too-deep", EV, "summary.json is not valid JSON", summary("[" * 100000 + "]" * 100000)),
     case("summary-a-list", EV, "summary.json must hold a table", summary([1, 2])),
+    case("summary-a-directory", EV, "cannot read", both(NO_SUMMARY, write("{run}/summary.json/x", "x"))),
+    case("config-a-directory", EV, "cannot read", both(remove("{run}/config.json"), write("{run}/config.json/x", "x"))),
     case("summary-theta-a-table", EV, "'theta' must be a list", summary({"theta": {"F0": 1}})),
     case("summary-theta-a-string", EV, "must hold finite numbers", summary({"theta": [{"F0": "x"}]})),
     case("summary-theta-NaN", EV, "must hold finite numbers", summary('{"theta": [{"F0": NaN}]}')),
