@@ -966,6 +966,23 @@ class PaperReport:
         n = len(r.episodes)
         return "" if self._finished(name) else f" (in progress: {n} of {E} episodes)"
 
+    def ours_header(self) -> str:
+        d = self.statuses[0].cfg.dataset
+        return f"| quantity | paper (EMNIST) | ours ({d}{', offline' if d in ('glyphs', 'digits') else ''}) |"
+
+    def compact(self, rows: list[tuple[str, str, str]]) -> list[str]:
+        """A table of (quantity, the paper's, ours) rows."""
+        return [self.ours_header(), "| --- | --- | --- |", *(f"| {a} | {b} | {c} |" for a, b, c in rows), ""]
+
+    def hidden_alpha(self, name: str) -> str:
+        al = self.win[name]["align"] if name in self.win else None
+        if al is None:
+            return "–"
+        return f"{_hidden(al).mean():.1f}° (deepest hidden layer {_hidden(al)[:, -1].mean():.1f}°)"
+
+    def n_degenerate(self, name: str) -> int:
+        return sum(k != "learned" for k, _ in self.outcomes[name].values())
+
     def outcome_counts(self, name: str) -> str:
         if name not in self.outcomes:
             return "–"
@@ -1075,7 +1092,9 @@ class PaperReport:
             "uniform-output minimum is named under *The runs* and left out of these two). Runs still in progress "
             "are reported over the last 100 episodes logged, and say so.",
             f"- Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs; wall times are "
-            "the sums of each run's `wall_seconds.txt` (one line per invocation).",
+            "the sums of each run's `wall_seconds.txt` (one line per invocation): "
+            f"{sum(wall_seconds(st.out) or 0 for st in self.statuses) / 3600:.1f} h so far for the runs of the "
+            "matrix (a run in progress counts once it has ended an invocation).",
             "",
         ]
 
@@ -1135,7 +1154,7 @@ class PaperReport:
         if al is not None:
             rows.append((f"α_ℓ of f0+fa, hidden layers 1-{al.shape[1]} (°)", "poorly aligned with backprop",
                          ", ".join(fmt_ci(al[:, l], 1.0) for l in range(al.shape[1]))))
-        L += ["| quantity | paper (EMNIST) | ours (glyphs, offline) |", "| --- | --- | --- |"]
+        L += [self.ours_header(), "| --- | --- | --- |"]
         L += [f"| {a} | {b} | {c} |" for a, b, c in rows]
         sep = ci_separated(wb["acc"], wf["acc"])
         gap = 100 * (wb["acc"].mean() - wf["acc"].mean())
@@ -1192,6 +1211,18 @@ class PaperReport:
             return L + [f"No pool run has logged an episode yet: `bash scripts/paper_runs.sh pool` runs the sweep "
                         f"({', '.join(matrix_pool)}).", ""]
         bp = self.win.get("f0-bp")
+        best = self.best_pool
+        assert best is not None
+        b_surv = survivors(self.runs[best], [s for s, (k, _) in self.outcomes[best].items() if k == "learned"])[0]
+        L += self.compact([
+            ("accuracy of pool+fa", "starts at FA's, climbs from ≈ episode 10, near BP by ≈ 300",
+             f"best setting {best}: {self.acc(best)}{self.learned_acc(best)}"),
+            ("accuracy of f0+bp / f0+fa", "≈ 70% / ≈ 25%", f"{self.acc('f0-bp')} / {self.acc('f0-fa')}"
+             if "f0-bp" in self.runs and "f0-fa" in self.runs else "not run yet"),
+            ("terms left after ≈ 600 episodes", "F0, F2, F9", f"{best}: {', '.join(b_surv) or 'none'}"),
+            ("seeds degenerate (uniform output or diverged)", "–",
+             ", ".join(f"{n}: {self.n_degenerate(n)} of {len(self.outcomes[n])}" for n in self.pool)),
+        ])
         L += [f"Surviving terms: |θ_r| > {SURVIVE:g} at the last episode in more than half of the seeds that "
               "learned (a term the L1 penalty holds at 0 oscillates within about one Adam step, 1e-3, of it). "
               "Adam step: the median over seeds of the mean |Δθ_r| per episode over episodes 1-50, smallest and "
@@ -1311,7 +1342,7 @@ class PaperReport:
                 pool_cell = f"; best pool: {fmt_theta(float(np.median(final_theta(self.runs[best])[t])))}"
             rows.append((f"θ{t[1:]} at the end (median [min, max] over seeds)",
                          "θ2 < 0 (Eq. 9)" if t == "F2" else "–", cell + pool_cell))
-        L += ["| quantity | paper (EMNIST) | ours (glyphs, offline) |", "| --- | --- | --- |"]
+        L += [self.ours_header(), "| --- | --- | --- |"]
         L += [f"| {a} | {b} | {c} |" for a, b, c in rows]
         parts = []
         verdict = "not reproduced"
@@ -1336,6 +1367,16 @@ class PaperReport:
         miss = self.missing(("ehebb-fa", "oja-fa", "f0-fa"))
         if "f0-fa" not in self.runs:
             return L + ["Not run yet: f0-fa (`bash scripts/paper_runs.sh fig3`).", ""]
+        rows = [("accuracy, f0+fa", "≈ 25%", self.acc("f0-fa"))]
+        for n, acc_p, al_p in (("ehebb-fa", "well above f0+fa, under bio", "the closest to backprop's of all rules"),
+                               ("oja-fa", "much above f0+fa", "only slightly better than f0+fa's")):
+            if n in self.runs:
+                rows += [(f"accuracy, {n.replace('-', '+')}", acc_p, self.acc(n) + self.learned_acc(n)),
+                         (f"mean hidden α, {n.replace('-', '+')}", al_p, self.hidden_alpha(n))]
+        rows.append(("mean hidden α, f0+fa", "poorly aligned", self.hidden_alpha("f0-fa")))
+        if "bio-fa" in self.runs:
+            rows.append(("mean hidden α, bio+fa", "–", self.hidden_alpha("bio-fa")))
+        L += self.compact(rows)
         Lh = max(self.win[n]["align"].shape[1] for n in names if self.win[n]["align"] is not None)
         L += ["| run | paper (EMNIST) | accuracy, % (98% CI) | " + " | ".join(f"α_{l + 1} (°)" for l in range(Lh - 1))
               + " | mean hidden α (°) |", "| --- | --- | --- |" + " --- |" * Lh]
@@ -1405,6 +1446,10 @@ class PaperReport:
             return L + [f"Not run yet: {', '.join(self.missing(('f0-fa', 'oja-fa', 'ehebb-fa', 'bio-fa')))} "
                         "(`bash scripts/paper_runs.sh fig3 rules`).", ""]
         nl = self.win["f0-fa"]["orth"].shape[1]
+        L += self.compact([(f"mean hidden-layer error, {n.replace('-', '+')}", p,
+                            f"{self.win[n]['orth'][:, :-1].mean():.3g}" + self.episodes_note(n))
+                           for n, p in (("f0-fa", "high"), ("oja-fa", "lower: F9 pushes towards orthonormal rows"),
+                                        ("bio-fa", "lower (has F9)"), ("ehebb-fa", "–")) if n in names])
         paper = {"f0-fa": "–", "ehebb-fa": "–", "oja-fa": "lower than without F9", "bio-fa": "lower (has F9)",
                  "f0-bp": "–"}
         L += ["| run | paper (EMNIST) | " + " | ".join(f"layer {l + 1}" for l in range(nl)) + " |",
