@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from plastic_jax import checks
 from plastic_jax.data.base import Task
 from plastic_jax.data.sampler import ClassIndex, sample_task
 from plastic_jax.inner import Rule, adapt, query_loss
@@ -42,6 +43,8 @@ def draw(spec: EpisodeSpec, key: jax.Array, ci: ClassIndex, dtype=jnp.float32) -
     Returns ``(task, W, B)``: task.xs (M·K, n_0) and task.xq (M·Q, n_0) cast to ``dtype``;
     W and B tuples of (n_ℓ, n_{ℓ-1}) matrices.
     """
+    checks.check_spec("draw", spec)
+    checks.check_class_index("draw", ci, spec)
     k_task, k_net = jax.random.split(key)
     task = sample_task(k_task, ci, spec.M, spec.K, spec.Q)
     task = task._replace(xs=task.xs.astype(dtype), xq=task.xq.astype(dtype))
@@ -60,7 +63,10 @@ class Outcome(NamedTuple):
 
 
 def run(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex) -> Outcome:
-    """Draw the episode ``key``, adapt online with Θ (one ``lax.scan``), measure the query set."""
+    """Draw the episode ``key``, adapt online with Θ (one ``lax.scan``), measure the query set.
+
+    Raises ``checks.PlasticJaxError`` when Θ, the rule, ``spec`` and ``ci`` do not fit together."""
+    checks.check_episode("run", theta, rule, spec, ci)
     task, W, B = draw(spec, key, ci, theta.dtype)
     W = adapt(theta, rule, W, B, task.xs, task.ys)
     loss, acc = query_loss(W, task.xq, task.yq)
@@ -71,6 +77,7 @@ def task_loss(
     theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex
 ) -> tuple[jax.Array, jax.Array]:
     """Query loss and accuracy () of the one task drawn from ``key``."""
+    checks.check_episode("task_loss", theta, rule, spec, ci)
     out = run(theta, rule, spec, key, ci)
     return out.loss, out.accuracy
 
@@ -86,4 +93,5 @@ def batch_loss(
     theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex
 ) -> tuple[jax.Array, jax.Array]:
     """Mean query loss and accuracy over the meta-batch of ``key`` (without the L1 term)."""
+    checks.check_episode("batch_loss", theta, rule, spec, ci)
     return mean_over_tasks(lambda k: task_loss(theta, rule, spec, k, ci), spec, key)

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import Literal
 
+from plastic_jax import checks
 from plastic_jax.episode import EpisodeSpec, batch_loss, draw, mean_over_tasks
 from plastic_jax.feedback import feedback_matrices
 from plastic_jax.inner import Rule, online_step, query_loss
@@ -47,6 +48,7 @@ AUTO_FORWARD_MAX_R = 16
 
 def reverse_grad(theta, rule: Rule, spec: EpisodeSpec, key, ci):
     """Reverse-mode autodiff through the scan (stores every step's weights)."""
+    checks.check_episode("reverse_grad", theta, rule, spec, ci)
     return jax.value_and_grad(batch_loss, has_aux=True)(theta, rule, spec, key, ci)
 
 
@@ -99,6 +101,7 @@ def remat_batch_loss(theta, rule: Rule, spec, key, ci):
 
 def reverse_remat_grad(theta, rule: Rule, spec, key, ci):
     """Reverse mode through the checkpointed scan: memory O(√T) weight snapshots per task."""
+    checks.check_episode("reverse_remat_grad", theta, rule, spec, ci)
     return jax.value_and_grad(remat_batch_loss, has_aux=True)(theta, rule, spec, key, ci)
 
 
@@ -321,6 +324,7 @@ def forward_task(
 
 def forward_grad(theta, rule: Rule, spec, key, ci):
     """Forward mode over the active θ components: memory independent of T."""
+    checks.check_episode("forward_grad", theta, rule, spec, ci)
     loss, acc, grad = mean_over_tasks(lambda k: forward_task(theta, rule, spec, k, ci), spec, key)
     return (loss, acc), grad
 
@@ -337,6 +341,7 @@ def choose_estimator(n_theta: int) -> str:
 
 def auto_grad(theta, rule: Rule, spec, key, ci):
     """``forward`` for few active θ components, ``reverse-remat`` otherwise (``choose_estimator``)."""
+    checks.check_episode("auto_grad", theta, rule, spec, ci)
     return ESTIMATORS[choose_estimator(len(rule.terms))](theta, rule, spec, key, ci)
 
 

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from plastic_jax import rundir
+from plastic_jax import checks, rundir
 from plastic_jax.config import (
     FLOAT32_MAX,
     INT_MAX,
@@ -72,6 +72,9 @@ def task_accuracies(thetas: jax.Array, keys: jax.Array, ci: ClassIndex, *, rule:
     A task key draws the task and the initial network exactly as in meta-training
     (``episode.task_loss``), so the same keys mean the same tasks for every rule.
     """
+    if len(thetas.shape) != 2:
+        checks.fail("task_accuracies", f"thetas must be 2-D (one Θ per row), got shape {tuple(thetas.shape)}")
+    checks.check_episode("task_accuracies", thetas[0], rule, spec, ci)
 
     def one(theta, key):
         return task_loss(theta, rule, spec, key, ci)[1]

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from plastic_jax import checks
 from plastic_jax.feedback import BP_GRADS, FEEDBACK_MODES, feedback_matrices, teaching_signals
 from plastic_jax.network import Weights, forward
 from plastic_jax.plasticity import PAPER_POOLS, Pool, Term, layer_update, union_terms, with_reading
@@ -57,43 +58,65 @@ class Rule(NamedTuple):
 
 
 def make_rule(
-    terms: Sequence[int] | None = None,
-    n_layers: int = 5,
+    terms: str | Sequence[int] | None = None,
+    n_layers: int | None = None,
     feedback: str = "fa",
-    layer_terms: Sequence[Sequence[int]] | None = None,
+    layer_terms: Sequence[str | Sequence[int]] | None = None,
     *,
     bp_grad: str = "frozen",
     f5_f8: str = "matrix",
     pool: Sequence[Term] | None = None,
 ) -> Rule:
-    """A rule shared by all ``n_layers`` layers, or a per-layer one (``layer_terms``).
+    """A rule shared by all ``n_layers`` layers (``terms``), or a per-layer one (``layer_terms``).
 
-    ``pool``: a user's terms (``plasticity.Term``), e.g. ``PAPER_POOL + (my_term,)``; term ids
-    index into it. None: the paper's ten terms.
+    terms: a named rule (``"bio"``: see ``plasticity.RULES``), a comma list (``"0,2,9"``,
+      ``"F0,F2"``) or a sequence of term ids (``(0, 2, 9)``). layer_terms: one such entry per
+      weight layer, instead of ``terms`` (a layer may have no terms; the rule as a whole needs one).
+    n_layers: the number of weight layers (default 5; with ``layer_terms``, ``len(layer_terms)``).
+    feedback: ``"fa"`` or ``"bp"``; bp_grad: ``"frozen"`` or ``"through"``; f5_f8: ``"matrix"`` or
+      ``"elementwise"`` (see ``Rule``).
+    pool: a user's terms (``plasticity.Term``), e.g. ``PAPER_POOL + (my_term,)``; term ids
+      index into it. None: the paper's ten terms.
+
+    Raises ``checks.PlasticJaxError`` (a ``ValueError``, one line) for an unknown rule name or
+    term id, terms given both ways or not at all, a bad ``n_layers`` or an unknown choice.
     """
-    if feedback not in FEEDBACK_MODES:
-        raise ValueError(f"unknown feedback mode {feedback!r}; choose one of {FEEDBACK_MODES}")
-    if bp_grad not in BP_GRADS:
-        raise ValueError(f"unknown bp_grad {bp_grad!r}; choose one of {BP_GRADS}")
-    if f5_f8 not in F5_F8_READINGS:
-        raise ValueError(f"unknown f5_f8 reading {f5_f8!r}; choose one of {F5_F8_READINGS}")
+    where = "make_rule"
+    for name, value, allowed in (("feedback", feedback, FEEDBACK_MODES), ("bp_grad", bp_grad, BP_GRADS),
+                                 ("f5_f8", f5_f8, F5_F8_READINGS)):
+        if value not in allowed:
+            checks.fail(where, f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
     if pool is not None:
-        pool = tuple(pool)
+        try:
+            pool = tuple(pool)
+        except TypeError:
+            checks.fail(where, f"a pool is a non-empty sequence of plasticity.Term, got {pool!r}")
         bad = [t for t in pool if not isinstance(t, Term)]
         if bad or not pool:
-            raise ValueError(f"a pool is a non-empty sequence of plasticity.Term, got {bad or pool!r}")
-    if layer_terms is None:
-        layer_terms = [tuple(terms)] * n_layers
-    layer_terms = tuple(tuple(sorted(set(t))) for t in layer_terms)
+            checks.fail(where, f"a pool is a non-empty sequence of plasticity.Term, got {bad or pool!r}")
     n = len(PAPER_POOLS["matrix"] if pool is None else pool)
-    bad_ids = sorted({r for t in layer_terms for r in t if not 0 <= r < n})
-    if bad_ids:
-        raise ValueError(f"term id(s) {bad_ids} outside the pool of {n} terms (ids 0-{n - 1})")
+    if (terms is None) == (layer_terms is None):
+        checks.fail(where, "give either terms (one rule for every layer) or layer_terms (one entry per layer)"
+                    + (", not both" if terms is not None else ""))
+    if layer_terms is None:
+        n_layers = checks.check_int(where, "n_layers", 5 if n_layers is None else n_layers, 1)
+        layer_terms = (checks.term_ids(where, terms, n),) * n_layers
+    else:
+        if isinstance(layer_terms, str):
+            checks.fail(where, f"layer_terms must be a sequence with one entry per layer, got {layer_terms!r}")
+        layer_terms = tuple(checks.term_ids(where, t, n) for t in layer_terms)
+        if not layer_terms:
+            checks.fail(where, "layer_terms is empty: give one entry per weight layer")
+        if n_layers is not None and checks.check_int(where, "n_layers", n_layers, 1) != len(layer_terms):
+            checks.fail(where, f"n_layers={n_layers} but layer_terms has {len(layer_terms)} entries")
+    if not union_terms(layer_terms):
+        checks.fail(where, "the rule has no terms; give at least one term id")
     return Rule(layer_terms, feedback, bp_grad, f5_f8, pool)
 
 
 def initial_theta(rule: Rule, dtype=jnp.float32, theta0: float = 1e-3) -> jax.Array:
     """docs/METHOD.md §5: θ_0 = 1e-3, every other θ_r = 0; shape (len(rule.terms),)."""
+    checks.check_rule("initial_theta", rule)
     return jnp.array([theta0 if r == 0 else 0.0 for r in rule.terms], dtype)
 
 
@@ -111,6 +134,9 @@ def online_step(
     All layers use the pre-update weights and errors; the update of each layer is built from the
     declarations of ``rule.term_pool`` (``plasticity.layer_update``).
     """
+    checks.check_theta("online_step", theta, rule)
+    checks.check_weights("online_step", rule, W, B)
+    checks.check_stream("online_step", W, x, label, stream=False)
     act = forward(W, x)
     pool = rule.term_pool
     need_e0 = any(pool[r].needs_e_pre for r in rule.layer_terms[0])
@@ -130,6 +156,9 @@ def adapt(
     theta: jax.Array, rule: Rule, W: Weights, B: Weights, xs: jax.Array, labels: jax.Array
 ) -> Weights:
     """Online learning over the stream: xs (T, n_0), labels (T,). Returns the adapted W."""
+    checks.check_theta("adapt", theta, rule)
+    checks.check_weights("adapt", rule, W, B)
+    checks.check_stream("adapt", W, xs, labels, stream=True)
 
     def body(W, xy):
         return online_step(theta, rule, W, B, *xy), None
@@ -140,6 +169,9 @@ def adapt(
 
 def query_loss(W: Weights, xq: jax.Array, yq: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mean cross-entropy and accuracy of W on the query set xq (N, n_0), yq (N,)."""
+    if not isinstance(W, (tuple, list)) or not W:
+        checks.fail("query_loss", f"W must be a non-empty tuple of weight matrices, got {type(W).__name__}")
+    checks.check_stream("query_loss", W, xq, yq, stream=True, names=("xq", "yq"))
     z = forward(W, xq).zs[-1]
     loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(z, yq))
     acc = jnp.mean(jnp.argmax(z, axis=-1) == yq)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from plastic_jax import checks
 from plastic_jax.data.sampler import ClassIndex
 from plastic_jax.episode import EpisodeSpec, batch_loss, task_loss  # noqa: F401 - re-exported
 from plastic_jax.inner import Rule
@@ -34,6 +35,11 @@ def l1_penalty(theta: jax.Array, l1: float) -> tuple[jax.Array, jax.Array]:
 
 
 def meta_init(theta: jax.Array, optimizer: optax.GradientTransformation) -> MetaState:
+    """The state before the first meta-step: Θ, the optimizer's state for Θ, no skips."""
+    if getattr(theta, "shape", None) is None or len(theta.shape) != 1:
+        checks.fail("meta_init", f"theta must be a 1-D array (initial_theta(rule)), got {theta!r}")
+    if not callable(getattr(optimizer, "init", None)):
+        checks.fail("meta_init", f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
     return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
 
@@ -55,7 +61,11 @@ def meta_step(
 
     A non-finite meta-loss, meta-gradient, new Θ or new optimizer state skips the update (Θ and
     the optimizer state stay) and increments ``skips``; a finite one resets it.
+
+    Raises ``checks.PlasticJaxError`` (before tracing anything) when the state's Θ does not fit
+    the rule, the rule the network of ``spec``, or ``spec`` the data ``ci``.
     """
+    checks.check_meta_step("meta_step", state, rule, spec, ci, optimizer, l1, estimator)
     (loss, acc), grad = estimator(state.theta, rule, spec, key, ci)
     pen, pen_grad = l1_penalty(state.theta, l1)
     grad = grad + pen_grad
