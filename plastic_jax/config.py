@@ -197,7 +197,9 @@ DATA, RULE, META, OUTPUT, RUN = ("task and data", "plasticity rule", "meta-train
 class TrainConfig:
     """Every setting of a meta-training run (the fields' ``Setting`` say what each one is)."""
 
-    dataset: str = setting("digits", "dataset name (digits runs offline)", group=DATA, evaluate=True)
+    dataset: str = setting("digits", "dataset name: digits (runs offline), emnist, glyphs; or the path of "
+                           "your own .npz with arrays x (N, D) in [0, 1] and integer labels y", group=DATA,
+                           evaluate=True)
     data_dir: str | None = setting(
         None, "where datasets live (emnist: the tfds data dir; default $TFDS_DATA_DIR, else "
         "~/tensorflow_datasets)", group=DATA, evaluate=True)
