@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jax.extend.core import Literal
 
 from plastic_jax import checks
+from plastic_jax.adjoint import adapt_adjoint
 from plastic_jax.episode import EpisodeSpec, batch_loss, draw, mean_over_tasks
 from plastic_jax.feedback import feedback_matrices
 from plastic_jax.inner import Rule, online_step, query_loss
@@ -258,9 +259,9 @@ def forward_online_step(
         tang = dict(zip(VECTOR_NAMES, (dys[i], dys[i + 1], des[i], des[i + 1], dzs[i], dwt_post)))
         var = [k for k in VECTOR_NAMES if prim[k] is not None and tang[k] is not None]
 
-        def fused_of(th, *vs, _lt=lt, _prim=prim, _var=var, _W=W[i]):
+        def fused_of(th, *vs, _lt=lt, _prim=prim, _var=var, _W=W[i], _i=i):
             vec = Vectors(_W, **dict(_prim, **dict(zip(_var, vs))))
-            return fuse(th, terms, _lt, vec, pool)
+            return fuse(rule.layer_theta(th, _i), terms, _lt, vec, pool)
 
         args = (theta, *(prim[k] for k in var))
 
@@ -329,6 +330,33 @@ def forward_grad(theta, rule: Rule, spec, key, ci):
     return (loss, acc), grad
 
 
+# ----------------------------------------------------------------------------- adjoint
+
+
+def adjoint_batch_loss(theta, rule: Rule, spec, key, ci, backward: str = "fast"):
+    """``meta.batch_loss`` with ``adjoint.adapt_adjoint``: (mean loss, mean accuracy)."""
+
+    def per_task(k):
+        task, W, B = draw(spec, k, ci, theta.dtype)
+        W = adapt_adjoint(theta, rule, W, B, task.xs, task.ys, backward)
+        return query_loss(W, task.xq, task.yq)
+
+    return mean_over_tasks(per_task, spec, key)
+
+
+def adjoint_grad(theta, rule: Rule, spec, key, ci):
+    """Reverse mode by the adjoint scan (``adjoint.py``): rebuilds W_t backwards from W_{t+1}
+    and the step's stored vectors; memory O(T·Σ n_ℓ) vectors, no weight snapshots."""
+    checks.check_episode("adjoint_grad", theta, rule, spec, ci)
+    return jax.value_and_grad(adjoint_batch_loss, has_aux=True)(theta, rule, spec, key, ci)
+
+
+def adjoint_generic_grad(theta, rule: Rule, spec, key, ci):
+    """``adjoint_grad`` with the generic backward step (``jax.vjp`` of ``online_step``); the
+    reference for the fast step, not registered in ``ESTIMATORS``."""
+    return jax.value_and_grad(adjoint_batch_loss, has_aux=True)(theta, rule, spec, key, ci, "generic")
+
+
 # ----------------------------------------------------------------------------- auto
 
 
@@ -350,4 +378,5 @@ ESTIMATORS: dict[str, Callable] = {
     "reverse": reverse_grad,
     "reverse-remat": reverse_remat_grad,
     "forward": forward_grad,
+    "adjoint": adjoint_grad,
 }

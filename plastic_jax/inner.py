@@ -34,6 +34,10 @@ class Rule(NamedTuple):
     pool: the terms the ids index into: None for the paper's ten, or a user's tuple of
       ``plasticity.Term`` (hashable by identity). The paper's F5–F8, where they appear in it,
       follow ``f5_f8`` (``plasticity.with_reading``); ``term_pool`` is the pool in effect.
+    per_layer: every layer has its own row of coefficients (the paper's Discussion proposes
+      relaxing the sharing). Θ is then flat, shape (L·R,) with R = len(terms), layer-major:
+      Θ[ℓ·R + j] is the coefficient of term ``terms[j]`` in weight layer ℓ (0-based);
+      ``layer_theta`` slices a layer's row. False (the paper's): Θ (R,) shared by every layer.
     """
 
     layer_terms: tuple[tuple[int, ...], ...]
@@ -41,6 +45,7 @@ class Rule(NamedTuple):
     bp_grad: str = "frozen"
     f5_f8: str = "matrix"
     pool: Pool | None = None
+    per_layer: bool = False
 
     @property
     def term_pool(self) -> Pool:
@@ -56,6 +61,28 @@ class Rule(NamedTuple):
     def n_layers(self) -> int:
         return len(self.layer_terms)
 
+    @property
+    def n_theta(self) -> int:
+        """Entries of Θ: R = len(terms), or L·R with ``per_layer``."""
+        return len(self.terms) * (self.n_layers if self.per_layer else 1)
+
+    def layer_theta(self, theta: jax.Array, layer: int) -> jax.Array:
+        """The coefficients weight layer ``layer`` (0-based) applies, indexed like ``terms``:
+        Θ itself when shared, its row Θ[ℓ·R:(ℓ+1)·R] with ``per_layer``."""
+        if not self.per_layer:
+            return theta
+        R = len(self.terms)
+        return theta[layer * R:(layer + 1) * R]
+
+    def theta_labels(self) -> tuple[str, ...]:
+        """One label per entry of Θ: the term's name ("F0"), with ``per_layer`` the name and the
+        1-based layer ("F0@1", "F0@2", …, layer-major like Θ)."""
+        pool = self.term_pool
+        names = [pool[r].name for r in self.terms]
+        if not self.per_layer:
+            return tuple(names)
+        return tuple(f"{n}@{l + 1}" for l in range(self.n_layers) for n in names)
+
 
 def make_rule(
     terms: str | Sequence[int] | None = None,
@@ -66,6 +93,7 @@ def make_rule(
     bp_grad: str = "frozen",
     f5_f8: str = "matrix",
     pool: Sequence[Term] | None = None,
+    per_layer: bool = False,
 ) -> Rule:
     """A rule shared by all ``n_layers`` layers (``terms``), or a per-layer one (``layer_terms``).
 
@@ -77,6 +105,7 @@ def make_rule(
       ``"elementwise"`` (see ``Rule``).
     pool: a user's terms (``plasticity.Term``), e.g. ``PAPER_POOL + (my_term,)``; term ids
       index into it. None: the paper's ten terms.
+    per_layer: one row of Θ per weight layer instead of one Θ shared by all (``Rule.per_layer``).
 
     Raises ``checks.PlasticJaxError`` (a ``ValueError``, one line) for an unknown rule name or
     term id, terms given both ways or not at all, a bad ``n_layers`` or an unknown choice.
@@ -111,13 +140,15 @@ def make_rule(
             checks.fail(where, f"n_layers={n_layers} but layer_terms has {len(layer_terms)} entries")
     if not union_terms(layer_terms):
         checks.fail(where, "the rule has no terms; give at least one term id")
-    return Rule(layer_terms, feedback, bp_grad, f5_f8, pool)
+    return Rule(layer_terms, feedback, bp_grad, f5_f8, pool, bool(per_layer))
 
 
 def initial_theta(rule: Rule, dtype=jnp.float32, theta0: float = 1e-3) -> jax.Array:
-    """docs/METHOD.md §5: θ_0 = 1e-3, every other θ_r = 0; shape (len(rule.terms),)."""
+    """docs/METHOD.md §5: θ_0 = 1e-3, every other θ_r = 0; shape (rule.n_theta,) (with
+    ``per_layer`` every layer's row starts so)."""
     checks.check_rule("initial_theta", rule)
-    return jnp.array([theta0 if r == 0 else 0.0 for r in rule.terms], dtype)
+    row = [theta0 if r == 0 else 0.0 for r in rule.terms]
+    return jnp.array(row * (rule.n_layers if rule.per_layer else 1), dtype)
 
 
 def online_step(
@@ -130,7 +161,7 @@ def online_step(
 ) -> Weights:
     """One online update: forward, teaching signals, W_l ← W_l + Σ θ_r F^r for every layer.
 
-    W, B: tuples of (n_ℓ, n_{ℓ-1}); theta (len(rule.terms),); x: (n_0,), label: () int.
+    W, B: tuples of (n_ℓ, n_{ℓ-1}); theta (rule.n_theta,); x: (n_0,), label: () int.
     All layers use the pre-update weights and errors; the update of each layer is built from the
     declarations of ``rule.term_pool`` (``plasticity.layer_update``).
     """
@@ -145,7 +176,7 @@ def online_step(
     terms = rule.terms
     return tuple(
         layer_update(
-            theta, terms, rule.layer_terms[i], W[i],
+            rule.layer_theta(theta, i), terms, rule.layer_terms[i], W[i],
             pre=act.ys[i], post=act.ys[i + 1], e_pre=es[i], e_post=es[i + 1], z=act.zs[i], pool=pool,
         )
         for i in range(len(W))
