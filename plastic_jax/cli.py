@@ -97,12 +97,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def cmd_meta_train(args: argparse.Namespace) -> int:
     """``plastic-jax meta-train``: train, print the summary; 3 when the divergence guard stopped."""
-    from plastic_jax.train import TrainingStopped, meta_train
+    from plastic_jax.train import TrainingInterrupted, TrainingStopped, meta_train
 
     cfg = config_from_args(args)
     try:
         summary = meta_train(cfg, progress=not args.no_progress, overwrite=args.overwrite,
                              resume=args.resume is not None, devices=args.devices)
+    except TrainingInterrupted as e:  # records, checkpoint and summary.json are written
+        print(e, file=sys.stderr)
+        return e.exit_code
     except TrainingStopped as e:
         print(f"plastic-jax meta-train: {e}", file=sys.stderr)
         return 3

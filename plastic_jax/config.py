@@ -265,8 +265,8 @@ class TrainConfig:
     out: str = setting("runs/default", "run directory (default: runs/<rule>-<feedback>-s<seed>)", group=OUTPUT,
                        resume=True, show_default=False, check=_non_empty)
     checkpoint_every: int = setting(
-        0, "checkpoint every N episodes into RUN_DIR/checkpoints (0: none)", group=RUN, check=_at_least(0),
-        resume=True)
+        25, "checkpoint every N episodes into RUN_DIR/checkpoints, and at the end and on Ctrl-C/SIGTERM "
+        "(0: none)", group=RUN, check=_at_least(0), resume=True, legacy=0)
     keep_checkpoints: int = setting(2, "newest checkpoints kept, at least 2", group=RUN, check=_at_least(2),
                                     resume=True)
     max_skips: int = setting(

@@ -9,7 +9,11 @@ the summary.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -28,6 +32,44 @@ from plastic_jax.stats import bootstrap_ci
 
 class TrainingStopped(RuntimeError):
     """Meta-training stopped early by the divergence guard; the message is one line."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Meta-training stopped by SIGINT (Ctrl-C) or SIGTERM after the current episode: its records,
+    a checkpoint of it (unless ``--checkpoint-every 0``) and summary.json (``"stopped":
+    "interrupted at episode N"``) are written. ``str(e)``: the one line that says how to resume;
+    ``exit_code``: 128 + the signal (130 SIGINT, 143 SIGTERM)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[dict[str, int]]:
+    """While open, SIGINT and SIGTERM only set ``caught["signum"]`` (the loop stops cleanly after
+    the current episode); a second signal raises ``KeyboardInterrupt`` at once. Outside the main
+    thread (where handlers cannot be set) nothing changes."""
+    caught: dict[str, int] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if caught:
+            raise KeyboardInterrupt
+        caught["signum"] = signum
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def theta_dict(theta: np.ndarray, terms: tuple[int, ...]) -> dict[str, float]:
@@ -152,8 +194,9 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
     changes; ``resume`` continues the run in ``cfg.out`` from its newest usable checkpoint
     (``rundir.Run.start``). Checkpoints: every ``cfg.checkpoint_every`` episodes, at the end and
     when the guard stops the run, which raises ``TrainingStopped`` after ``cfg.max_skips``
-    consecutive skipped updates of a seed. ``devices``: the seed axis is sharded over these
-    (None: all local devices; ``plastic_jax.sharding``).
+    consecutive skipped updates of a seed. SIGINT/SIGTERM stop the loop after the current episode:
+    its records, a checkpoint and summary.json are written, then ``TrainingInterrupted``.
+    ``devices``: the seed axis is sharded over these (None: all local devices; ``plastic_jax.sharding``).
     """
     from plastic_jax.checkpoint import CheckpointError
     from plastic_jax.sharding import seed_shardings
@@ -169,7 +212,7 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
     optimizer, step = make_step(cfg, exp.rule, exp.spec)
     analyze, terms = make_analysis(exp.rule, exp.spec), exp.rule.terms
     accs = np.zeros((cfg.episodes, cfg.seeds))
-    with rundir.open_run(cfg, resume=resume, overwrite=overwrite) as run:
+    with rundir.open_run(cfg, resume=resume, overwrite=overwrite) as run, stop_on_signals() as caught:
         start, state, records = run.start(init_state(cfg, exp.rule, optimizer))
         for r in records:
             accs[r["episode"], r["seed"] - cfg.seed] = r["accuracy"]
@@ -184,6 +227,8 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
             accs[ep] = m["accuracy"]
             run.append(episode_records(cfg, ep, m, theta, skips, an, terms))
             done, stopped = ep + 1, guard(cfg, ep, skips)
+            if not stopped and caught and done < cfg.episodes:
+                stopped = f"interrupted at episode {done}"
             if run.checkpointing and checkpoint_due(cfg, done, stopped):
                 try:
                     run.save_checkpoint(done, state)
@@ -199,6 +244,10 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
             bar.close()
         summary = summarize(cfg, accs[:done], np.asarray(jax.device_get(state.theta)), terms, stopped)
         run.write_summary(summary)
+    if stopped and caught and stopped.startswith("interrupted"):
+        how = (f"resume with: plastic-jax meta-train --resume {cfg.out}" if run.checkpointing else
+               f"no checkpoint (--checkpoint-every 0): --resume {cfg.out} would restart at episode 0")
+        raise TrainingInterrupted(f"{stopped}; {how}", caught["signum"])
     if stopped:
         raise TrainingStopped(stopped)
     return summary

@@ -4,8 +4,10 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -174,3 +176,42 @@ def test_a_new_run_does_not_clobber_checkpoints(tmp_path, uninterrupted, capsys)
     assert main(["meta-train", *TINY, "--out", out]) == 2
     assert "holds checkpoints" in capsys.readouterr().err
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["10", "9"]
+
+
+SLOW_RUN = os.path.join(os.path.dirname(__file__), "_slow_run.py")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_writes_records_checkpoint_and_summary_then_resume_completes(tmp_path, uninterrupted, sig, code):
+    """SIGINT/SIGTERM mid-run: the episode in flight finishes, its checkpoint and summary.json are
+    written, one line says how to resume, and the resumed run equals the uninterrupted one."""
+    out = str(tmp_path / "signalled")
+    cache = jax.config.jax_compilation_cache_dir
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache or "", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+    i = TINY.index("--checkpoint-every")
+    args = TINY[:i] + TINY[i + 2:]  # the default interval (25 > 10 episodes)
+    proc = subprocess.Popen([sys.executable, SLOW_RUN, "0.5", *args, "--out", out], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    metrics = os.path.join(out, "metrics.jsonl")
+    deadline = time.monotonic() + 300
+    while not (os.path.exists(metrics) and _lines(out)) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, err[-2000:]
+    n = len(_lines(out))
+    assert 1 <= n < 10
+    line = f"interrupted at episode {n}; resume with: plastic-jax meta-train --resume {out}"
+    assert err.strip().splitlines()[-1] == line and "Traceback" not in err
+    assert os.listdir(os.path.join(out, "checkpoints")) == [str(n)]
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["stopped"] == f"interrupted at episode {n}" and summary["episodes_completed"] == n
+    assert main(["meta-train", "--resume", out, "--checkpoint-every", "3", "--no-progress"]) == 0
+    assert _lines(out) == _lines(uninterrupted)
+    assert "stopped" not in json.load(open(os.path.join(out, "summary.json")))
+
+
+def test_checkpoints_are_on_by_default():
+    from plastic_jax.config import TrainConfig
+
+    assert TrainConfig().checkpoint_every == 25
