@@ -179,6 +179,22 @@ def summarize(cfg: TrainConfig, accs: np.ndarray, theta: np.ndarray, terms: tupl
     return summary
 
 
+def compile_ahead(step: Any, analyze: Any, state: MetaState, keys: jax.Array, ci: Any,
+                  analysis: bool) -> tuple[Any, Any]:
+    """``step`` (and ``analyze`` when ``analysis``) compiled ahead of time for these arguments,
+    with "compiling … (N s)" on stderr, so the progress bar times episodes, not compilation."""
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    print("compiling …", end="", file=sys.stderr, flush=True)
+    step = step.lower(state, keys, ci).compile()
+    if analysis:
+        analyze = analyze.lower(state.theta, keys, ci).compile()
+    print(f" ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+    return step, analyze
+
+
 def _progress_bar(cfg: TrainConfig, start: int):
     from tqdm.auto import tqdm
 
@@ -217,6 +233,8 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
         for r in records:
             accs[r["episode"], r["seed"] - cfg.seed] = r["accuracy"]
         state, base, ci = jax.device_put((state, seed_keys(cfg), exp.ci), (seed_sh, seed_sh, repl))
+        if progress and start < cfg.episodes:
+            step, analyze = compile_ahead(step, analyze, state, episode_keys(base, start), ci, cfg.analysis_every > 0)
         bar, stopped, done = _progress_bar(cfg, start) if progress else None, None, start
         for ep in range(start, cfg.episodes):
             keys = episode_keys(base, ep)
@@ -237,7 +255,7 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
                                           f"in {cfg.out} are intact") from None
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(acc=f"{accs[max(0, ep - 99): ep + 1].mean():.3f}")
+                bar.set_postfix_str(f"acc(last 100)={accs[max(0, ep - 99): ep + 1].mean():.3f}")
             if stopped:
                 break
         if bar is not None:

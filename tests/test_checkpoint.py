@@ -215,3 +215,13 @@ def test_checkpoints_are_on_by_default():
     from plastic_jax.config import TrainConfig
 
     assert TrainConfig().checkpoint_every == 25
+
+
+def test_the_progress_bar_says_compiling_first_and_labels_the_trailing_mean(tmp_path, capsys, uninterrupted):
+    out = str(tmp_path / "bar")
+    args = [a for a in TINY if a != "--no-progress"]
+    assert main(["meta-train", *args, "--out", out]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("compiling … (") and " s)\n" in err
+    assert "acc(last 100)=" in err
+    assert _lines(out) == _lines(uninterrupted)  # the compiled-ahead step is the same program
