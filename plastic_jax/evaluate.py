@@ -28,11 +28,14 @@ as a dict; ``cmd_evaluate`` is the CLI over them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
 import os
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -230,20 +233,51 @@ def run_config(run_dir: str | None, overrides: dict[str, Any] | None = None) -> 
     return cfg
 
 
+@contextlib.contextmanager
+def _timed(progress: bool, what: str) -> Iterator[None]:
+    """With ``progress``: "evaluate: WHAT … (N s)" on stderr around the block."""
+    if not progress:
+        yield
+        return
+    t0 = time.perf_counter()
+    print(f"evaluate: {what} …", end="", file=sys.stderr, flush=True)
+    try:
+        yield
+    finally:
+        print(f" ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+
+
+def across_seeds(means: list[float]) -> tuple[float, list[float] | None]:
+    """Mean of per-seed means and its 95% t-interval over the meta-training seeds (None for one)."""
+    if len(means) < 2:
+        return float(np.mean(means)), None
+    m, (lo, hi) = mean_ci95(np.asarray(means))
+    return m, [lo, hi]
+
+
 def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks: int = 100, seed: int = 0,
                   baseline_lr: float | None = None, baseline_grid: tuple[float, ...] = BASELINE_GRID,
-                  tune_tasks: int = 20, run_dir: str | None = None) -> dict[str, Any]:
+                  tune_tasks: int = 20, run_dir: str | None = None, label: str = "given",
+                  seeds: list[int] | None = None, progress: bool = False) -> dict[str, Any]:
     """Meta-test the rule of ``cfg`` (rule/terms/layer_rules, feedback, f5_f8) with Θ = ``theta``
     (one value per term, in increasing term order) on ``tasks`` tasks from ``cfg``'s held-out
     classes, against f0+bp and f0+fa on the same tasks; returns the JSON-ready results.
 
+    ``theta`` may hold one row per meta-training seed (``seeds``: their seed numbers): the rule's
+    accuracy on a task is then the mean over the seeds, ``per_seed`` has each seed's results and
+    ``across_seeds`` the 95% t-interval over the seeds' means (None for one seed). ``label``: the
+    rule's name in the results, "given" for a Θ by hand, "learned" for a run's (``evaluate_run``).
     The baselines' θ_0 is ``baseline_lr``, else the best of ``baseline_grid`` on ``tune_tasks``
-    tasks from the meta-training classes. ``seed`` seeds the test and tuning tasks.
+    tasks from the meta-training classes. ``seed`` seeds the test and tuning tasks. ``progress``:
+    say on stderr what runs and how long it took.
     """
     _check_options(tasks, tune_tasks, tuple(baseline_grid), baseline_lr, seed)
+    rows = np.asarray(theta, np.float64)
+    theta, rows = (rows[0], rows[1:]) if rows.ndim == 2 else (rows, rows[:0])
     data, ci_train, rule, spec = build(cfg)
     terms = rule.terms
     theta = check_theta(theta, len(terms), terms)
+    thetas = np.stack([theta] + [check_theta(t, len(theta), terms) for t in rows])
     check_evaluation_memory(cfg, spec, data, tasks, 0 if baseline_lr is not None else tune_tasks, len(baseline_grid))
     _, test_classes = class_split(cfg, data.n_classes)
     if test_classes is None:
@@ -261,19 +295,26 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
             baseline_lr_of[fb] = float(baseline_lr)
         else:
             tune_keys = stream_keys(seed, TUNE_STREAM, tune_tasks)
-            best, means = tune_baseline(fb, n_layers, spec, ci_train, tune_keys, tuple(baseline_grid))
+            with _timed(progress, f"tuning θ_0 of f0+{fb} ({len(baseline_grid)} values × {tune_tasks} tasks)"):
+                best, means = tune_baseline(fb, n_layers, spec, ci_train, tune_keys, tuple(baseline_grid))
             baseline_lr_of[fb] = best
             tuning[f"f0+{fb}"] = {"grid": list(baseline_grid), "mean_accuracy": means, "chosen": best,
                                  "tasks": tune_tasks, "classes": [int(c) for c in np.asarray(ci_train.classes)]}
 
     how = "--baseline-lr" if baseline_lr is not None else "tuned on meta-training classes"
-    entries = [("learned", rule, theta, source)] + [
+    entries = [(label, rule, theta, source)] + [
         (f"f0+{fb}", baseline_rule(fb, n_layers), np.array([baseline_lr_of[fb]], np.float32), how)
         for fb in ("bp", "fa")
     ]
     rules, per_task = [], {}
     for name, r, th, src in entries:
-        accs = np.asarray(task_accuracies(jnp.asarray(th)[None, :], test_keys, ci_test, rule=r, spec=spec))[0]
+        ths = thetas if name == label else np.asarray(th)[None, :]
+        what = f"{name} on {tasks} tasks" + (f" × {len(ths)} seeds" if len(ths) > 1 else "")
+        with _timed(progress, what):
+            each = np.asarray(task_accuracies(jnp.asarray(ths), test_keys, ci_test, rule=r, spec=spec))
+        accs = each.mean(axis=0)  # a run's several seeds: the mean over them, task by task
+        if name == label:
+            seed_accs = each
         per_task[name] = accs
         mean, (lo, hi) = mean_ci95(accs)
         rules.append({
@@ -283,9 +324,31 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
         })
     paired = []
     for base in ("f0+bp", "f0+fa"):
-        mean, (lo, hi) = mean_ci95(per_task["learned"] - per_task[base])
-        paired.append({"name": f"learned - {base}", "mean_difference": mean, "ci95": [lo, hi]})
+        mean, (lo, hi) = mean_ci95(per_task[label] - per_task[base])
+        paired.append({"name": f"{label} - {base}", "mean_difference": mean, "ci95": [lo, hi]})
+    per_seed = []
+    for s, (accs, th) in enumerate(zip(seed_accs, thetas)):
+        if seeds is None:
+            break  # a Θ by hand: no meta-training seeds
+        mean, (lo, hi) = mean_ci95(accs)
+        per_seed.append({"seed": seeds[s], "mean_accuracy": mean, "ci95": [lo, hi],
+                         "theta": dict(zip(list(rules[0]["theta"]), map(float, th))),
+                         "differences": {b: float((accs - per_task[b]).mean()) for b in ("f0+bp", "f0+fa")}})
+    if len(thetas) > 1:
+        rules[0]["theta"] = None  # one per seed: per_seed
+    rules[0]["seeds"] = len(thetas)
+    over_seeds = None
+    if per_seed:
+        m, ci = across_seeds([p["mean_accuracy"] for p in per_seed])
+        over_seeds = {"seeds": len(per_seed), "mean_accuracy": m, "ci95": ci,
+                      "paired_differences": [
+                          dict(zip(("name", "mean_difference", "ci95"),
+                                   (f"{label} - {b}", *across_seeds([p["differences"][b] for p in per_seed]))))
+                          for b in ("f0+bp", "f0+fa")],
+                      "interval": "95% t-interval over the meta-training seeds' mean accuracies (none for one seed)"}
     return {
+        "per_seed": per_seed,
+        "across_seeds": over_seeds,
         "rules": rules,
         "paired_differences": paired,
         "run_dir": run_dir,
@@ -299,17 +362,19 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
     }
 
 
-def evaluate_run(run_dir: str, *, seed_index: int = 0, overrides: dict[str, Any] | None = None,
+def evaluate_run(run_dir: str, *, seed_index: int | None = None, overrides: dict[str, Any] | None = None,
                  **options: Any) -> dict[str, Any]:
-    """Meta-test the learned Θ of the run in ``run_dir`` (seed ``seed_index``; from summary.json,
-    else metrics.jsonl) on its held-out classes; ``overrides`` change the run's settings and
-    ``options`` are ``evaluate_rule``'s."""
+    """Meta-test the learned Θ of the run in ``run_dir`` (every seed, or seed ``seed_index``; from
+    summary.json, else metrics.jsonl) on its held-out classes; ``overrides`` change the run's
+    settings and ``options`` are ``evaluate_rule``'s."""
     _check_options(options.get("tasks", 100), options.get("tune_tasks", 20),
                    tuple(options.get("baseline_grid", BASELINE_GRID)), options.get("baseline_lr"),
                    options.get("seed", 0))
     cfg = run_config(run_dir, overrides)
-    theta, source = read_learned_theta(run_dir, cfg, rule_of(cfg).terms, seed_index)
-    return evaluate_rule(cfg, theta, source=source, run_dir=run_dir, **options)
+    indices = range(cfg.seeds) if seed_index is None else [seed_index]
+    read = [read_learned_theta(run_dir, cfg, rule_of(cfg).terms, i) for i in indices]
+    return evaluate_rule(cfg, np.stack([t for t, _ in read]), source=read[0][1], run_dir=run_dir, label="learned",
+                         seeds=[cfg.seed + i for i in indices], **options)
 
 
 def format_table(res: dict[str, Any]) -> str:
@@ -321,13 +386,22 @@ def format_table(res: dict[str, Any]) -> str:
         f"{'rule':<8} {'feedback':<8} {'mean acc':>8}  {'95% CI':<17}  theta",
     ]
     for r in res["rules"]:
-        th = " ".join(f"{k}={v:+.5f}" for k, v in r["theta"].items())
+        th = " ".join(f"{k}={v:+.5f}" for k, v in r["theta"].items()) if r["theta"] else "Θ per seed below"
         lo, hi = r["ci95"]
         lines.append(f"{r['name']:<8} {r['feedback']:<8} {r['mean_accuracy']:>8.4f}  [{lo:.4f}, {hi:.4f}]  "
                      f"{th} ({r['theta_source']})")
     for p in res["paired_differences"]:
         lo, hi = p["ci95"]
         lines.append(f"{p['name']}: {p['mean_difference']:+.4f} [{lo:+.4f}, {hi:+.4f}] (paired, same tasks)")
+    for p in res.get("per_seed", []):
+        lo, hi = p["ci95"]
+        th = " ".join(f"{k}={v:+.5f}" for k, v in p["theta"].items())
+        lines.append(f"  seed {p['seed']}: {p['mean_accuracy']:.4f} [{lo:.4f}, {hi:.4f}]  {th}")
+    over = res.get("across_seeds")
+    if over:
+        ci = over["ci95"]
+        lines.append(f"over {over['seeds']} meta-training seed(s): {over['mean_accuracy']:.4f} "
+                     + (f"[{ci[0]:.4f}, {ci[1]:.4f}] (95% t-interval over seeds)" if ci else "(one seed: no interval)"))
     return "\n".join(lines)
 
 
@@ -355,8 +429,8 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="Θ by hand, one value per term in increasing term order, e.g. 0.05,0.01,0.002")
     rule_settings = [n for n in OVERRIDES if SETTINGS[n].group == "plasticity rule" and n != "hidden"]
     add_config_flags(p, rule_settings, group=g, help_suffix="default: the run's")
-    g.add_argument("--seed-index", type=int, default=0,
-                   help="which seed of a multi-seed run supplies Θ (default: the first)")
+    g.add_argument("--seed-index", type=int, default=None,
+                   help="evaluate only this seed of a multi-seed run (default: every seed)")
     g = p.add_argument_group("meta-test")
     g.add_argument("--tasks", type=int, default=100, help="number of test tasks (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default: %(default)s)")
@@ -376,7 +450,7 @@ def evaluate_args(args: argparse.Namespace) -> dict[str, Any]:
     """The meta-test the ``evaluate`` command line asks for (``evaluate_run`` or ``evaluate_rule``)."""
     overrides = {n: getattr(args, n) for n in OVERRIDES if hasattr(args, n)}
     options = dict(tasks=args.tasks, seed=args.seed, baseline_lr=args.baseline_lr,
-                   baseline_grid=tuple(args.baseline_grid), tune_tasks=args.tune_tasks)
+                   baseline_grid=tuple(args.baseline_grid), tune_tasks=args.tune_tasks, progress=True)
     by_hand = args.hand_rule is not None or args.hand_terms is not None
     check_json_out(args.json)
     for flag, v in (("--rule", args.hand_rule), ("--terms", args.hand_terms)):

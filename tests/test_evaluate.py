@@ -100,8 +100,8 @@ def test_rule_by_hand_without_split_warns_and_matches_the_baseline(tmp_path, cap
     rules = {r["name"]: r for r in res["rules"]}
     assert res["test_classes"] == list(range(10)) and not res["held_out"]
     # the same rule and θ on the same task keys gives the same accuracies as f0+bp
-    assert rules["learned"]["mean_accuracy"] == rules["f0+bp"]["mean_accuracy"]
-    diff = {p["name"]: p for p in res["paired_differences"]}["learned - f0+bp"]
+    assert rules["given"]["mean_accuracy"] == rules["f0+bp"]["mean_accuracy"]
+    diff = {p["name"]: p for p in res["paired_differences"]}["given - f0+bp"]
     assert diff["mean_difference"] == 0.0 and diff["ci95"] == [0.0, 0.0]
 
 
@@ -157,3 +157,54 @@ def test_evaluate_run_is_a_library_function_equal_to_the_cli(run_dir, tmp_path):
                  "--f5-f8", "matrix", "--json", js]) == 0
     res = evaluate_run(run_dir, tasks=4, tune_tasks=2, baseline_grid=(0.03, 0.3))
     assert json.loads(json.dumps(res)) == json.load(open(js))
+
+
+@pytest.fixture(scope="module")
+def three_seed_run(tmp_path_factory):
+    """A run of 3 seeds (config.json and summary.json written directly, as ``run_dir``)."""
+    out = tmp_path_factory.mktemp("ev3") / "run"
+    out.mkdir()
+    cfg = TrainConfig(rule="bio", holdout=0.5, hidden=(HIDDEN,), K=K, Q=Q, episodes=3, seeds=3, seed=7, out=str(out))
+    train, test = class_split(cfg, 10)
+    cfg.extra["class_split"] = {"train": list(train), "test": list(test)}
+    cfg.dump(str(out / "config.json"))
+    thetas = [{"F0": 0.05, "F2": -0.02, "F9": 0.01}, {"F0": 0.1, "F2": 0.0, "F9": 0.0},
+              {"F0": 0.02, "F2": 0.01, "F9": -0.01}]
+    (out / "summary.json").write_text(json.dumps({"episodes": 3, "seeds": [7, 8, 9], "theta": thetas}))
+    return str(out)
+
+
+def test_evaluate_every_seed_with_an_interval_over_seeds(three_seed_run, tmp_path, capsys):
+    js = str(tmp_path / "ev.json")
+    assert main(["evaluate", three_seed_run, "--tasks", "4", "--tune-tasks", "2", "--baseline-grid", "0.03,0.3",
+                 "--json", js]) == 0
+    captured = capsys.readouterr()
+    assert "evaluate: learned on 4 tasks × 3 seeds … (" in captured.err  # progress on stderr
+    assert "evaluate: tuning θ_0 of f0+bp" in captured.err
+    res = json.load(open(js))
+    assert [p["seed"] for p in res["per_seed"]] == [7, 8, 9]
+    assert res["per_seed"][1]["theta"] == pytest.approx({"F0": 0.1, "F2": 0.0, "F9": 0.0})
+    means = [p["mean_accuracy"] for p in res["per_seed"]]
+    over = res["across_seeds"]
+    assert over["seeds"] == 3 and over["mean_accuracy"] == pytest.approx(np.mean(means))
+    m, (lo, hi) = mean_ci95(np.array(means))
+    assert over["ci95"] == pytest.approx([lo, hi])
+    learned = res["rules"][0]
+    assert learned["name"] == "learned" and learned["seeds"] == 3
+    assert learned["mean_accuracy"] == pytest.approx(np.mean(means))
+    assert "over 3 meta-training seed(s)" in captured.out
+    # --seed-index: that seed only, and no interval over seeds
+    assert main(["evaluate", three_seed_run, "--seed-index", "1", "--tasks", "4", "--tune-tasks", "2",
+                 "--baseline-grid", "0.03,0.3", "--json", js]) == 0
+    one = json.load(open(js))
+    assert [p["seed"] for p in one["per_seed"]] == [8] and one["across_seeds"]["ci95"] is None
+    assert one["rules"][0]["mean_accuracy"] == pytest.approx(means[1])
+
+
+def test_a_theta_given_by_hand_is_called_given(tmp_path):
+    js = str(tmp_path / "ev.json")
+    assert main(["evaluate", "--terms", "0", "--feedback", "bp", "--theta", "0.1", "--baseline-lr", "0.1",
+                 "--tasks", "3", *TINY, "--json", js]) == 0
+    res = json.load(open(js))
+    assert [r["name"] for r in res["rules"]] == ["given", "f0+bp", "f0+fa"]
+    assert res["per_seed"] == [] and res["across_seeds"] is None
