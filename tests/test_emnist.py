@@ -426,3 +426,22 @@ def test_cli_exits_2_with_one_line_for_idx_problems(case, tmp_path):
     else:
         assert "EMNIST balanced is not prepared" in lines[0] and "gzip.zip" in lines[0]
     assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
+
+
+@pytest.mark.parametrize("module", ["importlib_resources", "tensorflow"])
+def test_download_without_the_extra_names_the_install_line(tmp_path, monkeypatch, module):
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+
+    def prepare(self, *a, **k):  # what tfds raises when the emnist extra is not installed
+        try:
+            raise ModuleNotFoundError(f"No module named '{module}'", name=module)
+        except ModuleNotFoundError as e:
+            raise RuntimeError(f"Failed importing {module}. This likely means ...") from e
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", prepare)
+    with pytest.raises(DataUnavailableError) as err:
+        load_dataset("emnist", str(tmp_path / "none"), download=True)
+    msg = str(err.value)
+    assert "\n" not in msg and f"{module} is not installed" in msg
+    assert "pip install 'plastic_jax[emnist]'" in msg
+    assert "rerun with --download)" not in msg.split("pip install")[0]  # the fix comes first, not "rerun"

@@ -372,6 +372,24 @@ def load_emnist(data_dir: str | None = None, split: str | None = None, download:
     return _load_emnist_tfds(root, split, download)
 
 
+#: what the ``emnist`` extra installs for tfds' download-and-prepare
+EXTRA_MODULES = ("tensorflow", "importlib_resources")
+
+
+def _missing_extra(e: BaseException) -> str | None:
+    """The module of the ``emnist`` extra whose absence ``e`` (or an exception it chains) reports."""
+    while e is not None:
+        if isinstance(e, ImportError):
+            name = (e.name or "").split(".")[0]
+            if name in EXTRA_MODULES:
+                return name
+        for m in EXTRA_MODULES:
+            if f"No module named '{m}" in str(e):
+                return m
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def _load_emnist_tfds(root: str, split: str, download: bool) -> Dataset:
     """The tensorflow-datasets path (``tfds.data_source`` over ArrayRecord files)."""
     try:
@@ -391,6 +409,13 @@ def _load_emnist_tfds(root: str, split: str, download: bool) -> Dataset:
         try:
             builder.download_and_prepare(file_format=FILE_FORMAT)
         except Exception as e:  # noqa: BLE001 - network, TensorFlow missing, disk: all one message
+            missing = _missing_extra(e)
+            if missing:
+                raise DataUnavailableError(
+                    f"--download prepares EMNIST with TensorFlow, and {missing} is not installed: install the "
+                    "optional extra with pip install 'plastic_jax[emnist]' (then rerun with --download), or put "
+                    f"the NIST idx files ({ZIP_NAME}) under {os.path.join(root, 'emnist')}; --dataset digits "
+                    "runs offline") from None
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DataUnavailableError(
                 f"could not download and prepare EMNIST ({type(e).__name__}: {first}); "
