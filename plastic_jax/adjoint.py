@@ -418,3 +418,12 @@ def _fast_backward(theta, rule: Rule, W_T: Weights, B: Weights, xs, labels, res,
             B_bar = tuple(jnp.zeros_like(B[i]) if hbars[i] is None else es[i + 1].T @ hbars[i]
                           for i in range(len(B)))
     return W_0, G_0, th_bar, B_bar
+
+
+def measure_drift(theta, rule: Rule, W: Weights, B: Weights, xs, labels) -> jax.Array:
+    """Diagnostic: the relative drift (``rebuild_drift``) of W_0 rebuilt backwards by the fast
+    backward scan from the W_T of the forward scan, for one task. ()."""
+    W_T, res = _fast_forward(theta, rule, W, B, xs, labels)
+    G_T = tuple(jnp.zeros_like(w) for w in W_T)
+    W_0r = _fast_backward(theta, rule, W_T, B, xs, labels, res, G_T, False)[0]
+    return rebuild_drift(W, W_0r)

@@ -235,6 +235,9 @@ class TrainConfig:
         "times an outer product (matrix), or the element-wise reading that keeps every term local "
         "(elementwise)", group=RULE, flags=("--f5-f8",), choices=_f5_f8_readings, noun="--f5-f8",
         legacy="matrix", evaluate=True, metavar="{matrix,elementwise}")
+    per_layer_theta: bool = setting(
+        False, "give every weight layer its own row of coefficients (Θ has L·R entries, recorded as F<id>@<layer>) "
+        "instead of one Θ shared by all layers (the paper's)", group=RULE, legacy=False)
     hidden: tuple[int, ...] = setting((170, 130, 100, 70), "hidden layer sizes", group=RULE, check=_sizes,
                                       evaluate=True)
     episodes: int = setting(600, "meta-training episodes (may be raised on --resume)", group=META,

@@ -142,11 +142,12 @@ def read_learned_theta(run_dir: str, cfg: TrainConfig, terms: tuple[int, ...],
         theta, source = mine[-1].get("theta"), f"{metrics_path} (episode {mine[-1]['episode']})"
     if not isinstance(theta, dict):
         raise ConfigError(f"{source} holds no Θ table for seed index {seed_index}")
-    missing = [f"F{r}" for r in terms if f"F{r}" not in theta]
+    names = [r if isinstance(r, str) else f"F{r}" for r in terms]  # Rule.theta_labels, or term ids
+    missing = [n for n in names if n not in theta]
     if missing:
         raise ConfigError(f"the run's Θ lacks {', '.join(missing)}; give --theta by hand")
-    values = [theta[f"F{r}"] for r in terms]
-    bad = [f"F{r}={v!r}" for r, v in zip(terms, values)
+    values = [theta[n] for n in names]
+    bad = [f"{n}={v!r}" for n, v in zip(names, values)
            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite32(v)]
     if bad:
         raise rundir.RunDirError(f"{source}: Θ must hold finite numbers, got {', '.join(bad)}; the file is damaged "
@@ -165,7 +166,7 @@ def check_theta(theta: Any, n_terms: int, terms: tuple[int, ...]) -> np.ndarray:
     if len(values) != n_terms:
         raise ConfigError(
             f"--theta has {len(values)} value(s) but the rule has {n_terms} term(s) "
-            f"({', '.join(f'F{r}' for r in terms)})"
+            f"({', '.join(r if isinstance(r, str) else f'F{r}' for r in terms)})"
         )
     bad = [str(v) for v in values if not _finite32(float(v))]
     if bad:
@@ -275,8 +276,8 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
     rows = np.asarray(theta, np.float64)
     theta, rows = (rows[0], rows[1:]) if rows.ndim == 2 else (rows, rows[:0])
     data, ci_train, rule, spec = build(cfg)
-    terms = rule.terms
-    theta = check_theta(theta, len(terms), terms)
+    terms = rule.theta_labels()
+    theta = check_theta(theta, rule.n_theta, terms)
     thetas = np.stack([theta] + [check_theta(t, len(theta), terms) for t in rows])
     check_evaluation_memory(cfg, spec, data, tasks, 0 if baseline_lr is not None else tune_tasks, len(baseline_grid))
     _, test_classes = class_split(cfg, data.n_classes)
@@ -320,7 +321,7 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
         rules.append({
             "name": name, "mean_accuracy": mean, "ci95": [lo, hi], "tasks": int(tasks),
             "feedback": r.feedback, "terms": list(r.terms),
-            "theta": {f"F{t}": float(v) for t, v in zip(r.terms, th)}, "theta_source": src,
+            "theta": dict(zip(r.theta_labels(), map(float, th))), "theta_source": src,
         })
     paired = []
     for base in ("f0+bp", "f0+fa"):
@@ -372,7 +373,7 @@ def evaluate_run(run_dir: str, *, seed_index: int | None = None, overrides: dict
                    options.get("seed", 0))
     cfg = run_config(run_dir, overrides)
     indices = range(cfg.seeds) if seed_index is None else [seed_index]
-    read = [read_learned_theta(run_dir, cfg, rule_of(cfg).terms, i) for i in indices]
+    read = [read_learned_theta(run_dir, cfg, rule_of(cfg).theta_labels(), i) for i in indices]
     return evaluate_rule(cfg, np.stack([t for t, _ in read]), source=read[0][1], run_dir=run_dir, label="learned",
                          seeds=[cfg.seed + i for i in indices], **options)
 

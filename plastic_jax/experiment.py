@@ -34,7 +34,8 @@ def load_data(cfg: TrainConfig) -> Any:
 
 def rule_of(cfg: TrainConfig, **changes: Any) -> Rule:
     """The plasticity rule of ``cfg`` (``changes`` replace keyword arguments of ``make_rule``)."""
-    kw = dict(layer_terms=layer_term_sets(cfg), feedback=cfg.feedback, bp_grad=cfg.bp_grad, f5_f8=cfg.f5_f8)
+    kw = dict(layer_terms=layer_term_sets(cfg), feedback=cfg.feedback, bp_grad=cfg.bp_grad, f5_f8=cfg.f5_f8,
+              per_layer=cfg.per_layer_theta)
     return make_rule(**{**kw, **changes})
 
 

@@ -75,10 +75,10 @@ class Rule(NamedTuple):
         return theta[layer * R:(layer + 1) * R]
 
     def theta_labels(self) -> tuple[str, ...]:
-        """One label per entry of Θ: the term's name ("F0"), with ``per_layer`` the name and the
-        1-based layer ("F0@1", "F0@2", …, layer-major like Θ)."""
-        pool = self.term_pool
-        names = [pool[r].name for r in self.terms]
+        """One label per entry of Θ, as metrics.jsonl and summary.json key it: "F<id>" ("F0"), with
+        ``per_layer`` "F<id>@<layer>", the layer 1-based ("F0@1", "F2@1", …, "F0@2", …, layer-major
+        like Θ)."""
+        names = [f"F{r}" for r in self.terms]
         if not self.per_layer:
             return tuple(names)
         return tuple(f"{n}@{l + 1}" for l in range(self.n_layers) for n in names)

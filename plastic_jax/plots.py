@@ -111,7 +111,7 @@ def load_run(path: str) -> Run:
         meta_loss=grid("'meta_loss'", lambda r: r["meta_loss"]),
     )
     # every term any record has (the reader checked the names: F<digits>); a record without one: NaN there
-    terms = sorted({t for r in recs.values() for t in r.get("theta", {})}, key=lambda k: int(k[1:]))
+    terms = sorted({t for r in recs.values() for t in r.get("theta", {})}, key=rundir.theta_key_order)
     if not terms:
         raise rundir.RunDirError(f"{os.path.join(path, rundir.METRICS)} holds no Θ ('theta') in any record")
     run.theta = {t: grid(f"'theta' {t}", lambda r, t=t: r["theta"].get(t)) for t in terms}
@@ -249,7 +249,9 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
         finish(fig, name)
 
     if "theta" in names:
-        terms = sorted({t for r in runs for t in r.theta}, key=lambda k: int(k[1:]))
+        from plastic_jax.rundir import theta_key_order
+
+        terms = sorted({t for r in runs for t in r.theta}, key=theta_key_order)
         ncol = min(len(terms), 5)
         nrow = -(-len(terms) // ncol)
         fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
@@ -258,7 +260,7 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
                 if t in r.theta:
                     _band(ax, r.episodes, r.theta[t], r.label, color[id(r)], who=f"{r.path} theta {t}")
             ax.axhline(0.0, color="k", lw=0.5)
-            ax.set_title(f"θ_{t[1:]} ({t})", fontsize=9)
+            ax.set_title(f"θ_{t[1:].replace('@', ', layer ')} ({t})", fontsize=9)
             ax.set_xlabel("episode", fontsize=8)
             ax.grid(alpha=0.3)
         for ax in list(axes.flat)[len(terms):]:

@@ -46,6 +46,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import sys
@@ -61,6 +62,14 @@ CHECKPOINTS_BAD, METRICS_CUT = CHECKPOINTS + "_bad", "metrics_cut.jsonl"
 RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINTS, CHECKPOINTS_BAD, METRICS_CUT)
 #: number fields of a record (null: not finite) and lists of numbers
 NUMBER_FIELDS, NUMBER_LISTS = ("meta_loss", "query_loss", "accuracy"), ("alignment", "orthonormality")
+#: a key of a record's Θ table: "F<term id>", or "F<term id>@<layer>" (1-based) with --per-layer-theta
+THETA_KEY = re.compile(r"F(\d+)(?:@(\d+))?")
+
+
+def theta_key_order(key: str) -> tuple[int, int]:
+    """Sort key of a Θ label (``THETA_KEY``): by term id, then layer (a shared Θ has layer 0)."""
+    m = THETA_KEY.fullmatch(key)
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else (1 << 30, 0)
 
 
 class RunDirError(ConfigError):
@@ -122,8 +131,8 @@ def _check_record(rec: dict[str, Any]) -> str | None:
                 return f"{k!r} must be a number or null, got {rec[k]!r}"
     if "theta" in rec:
         th = rec["theta"]
-        if not isinstance(th, dict) or not all(isinstance(k, str) and k[:1] == "F" and k[1:].isdigit() for k in th):
-            return f"'theta' must be a table like {{\"F0\": 0.1}}, got {th!r}"[:200]
+        if not isinstance(th, dict) or not all(isinstance(k, str) and THETA_KEY.fullmatch(k) for k in th):
+            return f"'theta' must be a table like {{\"F0\": 0.1}} (or \"F0@1\" per layer), got {th!r}"[:200]
         for k, v in th.items():
             if v is None:
                 th[k] = math.nan

@@ -72,9 +72,10 @@ def stop_on_signals() -> Iterator[dict[str, int]]:
             signal.signal(sig, h)
 
 
-def theta_dict(theta: np.ndarray, terms: tuple[int, ...]) -> dict[str, float]:
-    """Θ as ``{"F0": θ_0, ...}`` over the active terms."""
-    return {f"F{r}": float(v) for r, v in zip(terms, np.asarray(theta))}
+def theta_dict(theta: np.ndarray, terms: tuple[int, ...] | tuple[str, ...]) -> dict[str, float]:
+    """Θ as ``{"F0": θ_0, ...}`` over the active terms; ``terms`` may be the labels themselves
+    (``Rule.theta_labels``: ``{"F0@1": …, "F2@1": …, "F0@2": …}`` with per-layer coefficients)."""
+    return {(r if isinstance(r, str) else f"F{r}"): float(v) for r, v in zip(terms, np.asarray(theta))}
 
 
 def meta_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -223,10 +224,10 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
             raise ConfigError(f"--devices must be a positive integer, got {devices}")
         if devices > len(jax.local_devices()):
             raise ConfigError(f"--devices {devices}: this process has {len(jax.local_devices())} local device(s)")
-    check_training_memory(cfg, exp.spec, len(exp.rule.terms), devices if isinstance(devices, int) else None)
+    check_training_memory(cfg, exp.spec, exp.rule.n_theta, devices if isinstance(devices, int) else None)
     seed_sh, repl = seed_shardings(cfg.seeds, devices)
     optimizer, step = make_step(cfg, exp.rule, exp.spec)
-    analyze, terms = make_analysis(exp.rule, exp.spec), exp.rule.terms
+    analyze, terms = make_analysis(exp.rule, exp.spec), exp.rule.theta_labels()
     accs = np.zeros((cfg.episodes, cfg.seeds))
     with rundir.open_run(cfg, resume=resume, overwrite=overwrite) as run, stop_on_signals() as caught:
         start, state, records = run.start(init_state(cfg, exp.rule, optimizer))
