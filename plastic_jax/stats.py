@@ -1,7 +1,8 @@
 """Statistics over independent seeds: moving averages and percentile-bootstrap confidence intervals.
 
 The paper reports means over independent trials with 98% bootstrap confidence bands from 500
-resamples (SPEC §6). NumPy only: these run in the driver and the plots, outside the JAX core.
+resamples (SPEC §6). The bootstrap is ``scipy.stats.bootstrap`` (percentile method); NumPy and
+SciPy only: these run in the driver and the plots, outside the JAX core.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ def bootstrap_ci(
     The ``n`` entries along ``axis`` (the seeds) are resampled with replacement ``n_resamples``
     times; the interval is the ((1 − level)/2, (1 + level)/2) quantiles of the resampled means.
     Every other axis (e.g. episodes) is resampled jointly, so a curve's band keeps each seed's
-    curve whole.
+    curve whole. This is ``scipy.stats.bootstrap(method="percentile")``, which draws one set of
+    indices for all the other axes and takes the quantiles with ``np.percentile``.
 
     Args:
       x: array with the seeds on ``axis``, shape (..., n, ...).
     Returns:
-      (mean, lo, hi), each of ``x``'s shape without ``axis``. With n = 1 the interval is the point.
+      (mean, lo, hi), each of ``x``'s shape without ``axis``. With n = 1 there is no interval:
+      lo and hi are NaN (not a zero-width interval).
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -35,12 +38,16 @@ def bootstrap_ci(
     n = x.shape[0]
     if n == 0:
         raise ValueError("bootstrap_ci needs at least one value")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    means = x[idx].mean(axis=1)  # (n_resamples, ...)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha], axis=0)
-    return x.mean(axis=0), lo, hi
+    mean = x.mean(axis=0)
+    if n == 1:
+        return mean, np.full_like(mean, np.nan), np.full_like(mean, np.nan)
+    from scipy.stats import bootstrap
+
+    with np.errstate(invalid="ignore"):
+        res = bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=level, method="percentile",
+                        axis=0, vectorized=True, rng=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
+    return mean, np.asarray(lo, np.float64), np.asarray(hi, np.float64)
 
 
 def moving_average(x: np.ndarray, window: int, axis: int = -1) -> np.ndarray:

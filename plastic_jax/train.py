@@ -171,7 +171,7 @@ def summarize(cfg: TrainConfig, accs: np.ndarray, theta: np.ndarray, terms: tupl
         "seeds": [cfg.seed + s for s in range(cfg.seeds)],
         "last100_accuracy": float(last.mean()),
         "last100_accuracy_per_seed": [float(a) for a in last.mean(axis=0)],
-        "last100_accuracy_ci98": [float(lo), float(hi)],
+        "last100_accuracy_ci98": [float(lo), float(hi)] if cfg.seeds > 1 else None,  # one seed: no interval
         "theta": [theta_dict(t, terms) for t in theta],
     }
     if stopped:

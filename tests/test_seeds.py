@@ -125,9 +125,22 @@ def test_bootstrap_ci_two_values_spans_them():
     assert (mean, lo, hi) == pytest.approx((0.4, 0.2, 0.6))
 
 
-def test_bootstrap_ci_constant_and_single_seed_are_points():
+def test_bootstrap_ci_constant_is_a_point_and_one_seed_has_no_interval():
     assert bootstrap_ci(np.full(5, 0.7)) == pytest.approx((0.7, 0.7, 0.7))
-    assert bootstrap_ci(np.array([0.3])) == pytest.approx((0.3, 0.3, 0.3))
+    mean, lo, hi = bootstrap_ci(np.array([0.3]))
+    assert mean == pytest.approx(0.3) and np.isnan(lo) and np.isnan(hi)
+
+
+def test_bootstrap_ci_is_scipys_percentile_bootstrap_with_the_documented_semantics():
+    """scipy.stats.bootstrap(method="percentile") is the hand-written definition: indices drawn
+    once for all episodes (rng.integers(0, n, (B, n))), the ((1-level)/2, (1+level)/2) quantiles."""
+    x = np.random.default_rng(3).normal(size=(7, 5))
+    mean, lo, hi = bootstrap_ci(x, level=0.98, n_resamples=500, seed=11)
+    idx = np.random.default_rng(11).integers(0, 7, size=(500, 7))
+    means = x[idx].mean(axis=1)
+    np.testing.assert_allclose(lo, np.quantile(means, 0.01, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(hi, np.quantile(means, 0.99, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(mean, x.mean(axis=0))
 
 
 def test_bootstrap_ci_over_seeds_of_curves():
@@ -145,3 +158,15 @@ def test_moving_average_against_a_loop():
     got = moving_average(x, 4)
     want = np.array([[row[max(0, t - 3): t + 1].mean() for t in range(13)] for row in x])
     np.testing.assert_allclose(got, want)
+
+
+def test_a_one_seed_summary_has_no_interval():
+    from plastic_jax.config import TrainConfig
+    from plastic_jax.train import summarize
+
+    cfg = TrainConfig(seeds=1, episodes=3)
+    s = summarize(cfg, np.array([[0.2], [0.4], [0.6]]), np.zeros((1, 2), np.float32), (0, 2), None)
+    assert s["last100_accuracy_ci98"] is None and s["last100_accuracy"] == pytest.approx(0.4)
+    two = summarize(TrainConfig(seeds=2, episodes=1), np.array([[0.2, 0.6]]), np.zeros((2, 2), np.float32), (0, 2),
+                    None)
+    assert two["last100_accuracy_ci98"] == pytest.approx([0.2, 0.6])
