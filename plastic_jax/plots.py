@@ -180,6 +180,7 @@ def _band(ax, x, curves, label, color, *, who: str = "", window: int | None = No
     """
     curves = np.asarray(curves, np.float64)
     S = curves.shape[0]
+    label = f"{label} (n={S} seed{'s' if S > 1 else ''})"  # how many seeds are behind the band
     bad = ~np.isfinite(curves)
     if window is not None:
         curves = nan_moving_average(curves, window, axis=1)
@@ -196,6 +197,12 @@ def _band(ax, x, curves, label, color, *, who: str = "", window: int | None = No
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+def theta_title(t: str) -> str:
+    """A Θ key as mathtext: ``F2`` -> θ_2 (F2), ``F2@1`` -> θ_2, layer 1 (F2@1)."""
+    term, _, layer = t[1:].partition("@")
+    return rf"$\theta_{{{term}}}$" + (f", layer {layer}" if layer else "") + f" ({t})"
 
 
 def _save(fig, out: str, name: str) -> list[str]:
@@ -241,6 +248,9 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
         for r in runs:
             _band(ax, r.episodes, getattr(r, attr), r.label, color[id(r)], who=f"{r.path} {attr}",
                   window=window)
+        if name == "accuracy":  # chance: 1/M for each M among the runs
+            for M in sorted({r.config.get("M") for r in runs if isinstance(r.config.get("M"), int)}):
+                ax.axhline(1.0 / M, color="0.4", ls=":", lw=1, label=f"chance (1/{M})")
         ax.set_xlabel("episode")
         ax.set_ylabel(f"{ylabel}, moving average ({window})")
         ax.set_title(band_note, fontsize=9)
@@ -260,7 +270,7 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
                 if t in r.theta:
                     _band(ax, r.episodes, r.theta[t], r.label, color[id(r)], who=f"{r.path} theta {t}")
             ax.axhline(0.0, color="k", lw=0.5)
-            ax.set_title(f"θ_{t[1:].replace('@', ', layer ')} ({t})", fontsize=9)
+            ax.set_title(theta_title(t), fontsize=9)
             ax.set_xlabel("episode", fontsize=8)
             ax.grid(alpha=0.3)
         for ax in list(axes.flat)[len(terms):]:
@@ -269,14 +279,16 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
         fig.tight_layout()
         finish(fig, "theta")
 
-    for name, ylabel, log in (("alignment", "α_ℓ (degrees)", False),
-                              ("orthonormality", "‖W y_{ℓ-1} − W Wᵀ y_ℓ‖²", True)):
+    for name, ylabel, log in (("alignment", r"$\alpha_\ell$ (degrees)", False),
+                              ("orthonormality", r"$\Vert W y_{\ell-1} - W W^T y_\ell \Vert^2$", True)):
         if name not in names:
             continue
         have = [r for r in runs if getattr(r, name) is not None]
         if not have:
             continue
         L = max(getattr(r, name).shape[2] for r in have)
+        if name == "alignment" and L > 1:
+            L -= 1  # α_L = 0 by construction (the output layer's error is the loss gradient itself)
         ncol = min(L, 5)
         nrow = -(-L // ncol)
         fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
@@ -287,7 +299,9 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
                 if l < v.shape[2]:
                     _band(ax, r.analysis_episodes, v[:, :, l], r.label, color[id(r)],
                           who=f"{r.path} {name} layer {l + 1}")
-            ax.set_title(f"layer {l + 1}", fontsize=9)
+            if name == "alignment":
+                ax.axhline(90.0, color="0.4", ls=":", lw=1, label=r"$90^\circ$ (orthogonal)")
+            ax.set_title(rf"layer $\ell = {l + 1}$", fontsize=9)
             ax.set_xlabel("episode", fontsize=8)
             if log:
                 ax.set_yscale("log")
@@ -308,6 +322,8 @@ def add_plot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=20,
                    help="moving-average window in episodes for accuracy and loss (default: %(default)s)")
     p.add_argument("--title", default=None, help="a title over every figure")
+    p.add_argument("--label", action="append", default=None, metavar="TEXT",
+                   help="the legend label of a run, once per RUN_DIR in order (default: rule+feedback)")
 
 
 def check_title(title: str | None) -> None:
@@ -333,7 +349,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = args.out or (os.path.join(args.runs[0], "figures") if len(args.runs) == 1 else "figures")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"--out {out!r} is a file, not a directory")
+    labels = getattr(args, "label", None)
+    if labels is not None and len(labels) != len(args.runs):
+        raise ConfigError(f"--label was given {len(labels)} time(s) for {len(args.runs)} run(s); give one per RUN_DIR")
     runs = [load_run(p) for p in args.runs]
+    for r, text in zip(runs, labels or []):
+        r.label = text
     check_title(args.title)
     # a window longer than every run averages what is there: the same curves, without the padding
     window = min(args.window, max(len(r.episodes) for r in runs))

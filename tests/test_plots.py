@@ -170,3 +170,35 @@ def test_nan_moving_average_skips_nan_and_inf_and_huge_values_do_not_leak():
     assert np.isnan(nan_moving_average(np.array([np.nan, np.nan, 1.0]), 2)[0])
     with pytest.raises(ValueError):
         nan_moving_average(x, 0)
+
+
+def test_labels_chance_and_90_degree_lines_mathtext_and_seed_counts(tmp_path, monkeypatch):
+    """--label per run; a chance line at 1/M on accuracy and a 90° line on alignment; no panel for
+    the output layer's alignment (α_L = 0); mathtext titles; the seeds behind each band in the legend."""
+    import plastic_jax.plots as plots
+
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    _fake_run(a)
+    _fake_run(b, seeds=(0,))
+    for p in (a, b):
+        cfg = json.load(open(os.path.join(p, "config.json")))
+        json.dump({**cfg, "M": 5}, open(os.path.join(p, "config.json"), "w"))
+    figs = {}
+    save = plots._save
+
+    def keep(fig, out, name):
+        figs[name] = [([t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [],
+                       ax.get_title(), [tuple(line.get_ydata()) for line in ax.get_lines()], ax.get_ylabel())
+                      for ax in fig.axes if ax.axison]
+        return save(fig, out, name)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    assert main(["plot", a, b, "--label", "first", "--label", "second", "--out", str(tmp_path / "f")]) == 0
+    legend, _, lines, _ = figs["accuracy"][0]
+    assert legend == ["first (n=3 seeds)", "second (n=1 seed)", "chance (1/5)"]
+    assert (0.2, 0.2) in lines
+    assert len(figs["alignment"]) == 2  # 3 layers, the output layer's α_3 = 0 is not drawn
+    legend, title, lines, ylabel = figs["alignment"][0]
+    assert (90.0, 90.0) in lines and ylabel == r"$\alpha_\ell$ (degrees)" and title == r"layer $\ell = 1$"
+    assert figs["theta"][0][1] == r"$\theta_{0}$ (F0)"
+    assert main(["plot", a, b, "--label", "only one", "--out", str(tmp_path / "g")]) == 2
