@@ -964,7 +964,11 @@ class PaperReport:
         r = self.runs[name]
         E = int(r.config.get("episodes", 0))
         n = len(r.episodes)
-        return "" if self._finished(name) else f" (in progress: {n} of {E} episodes)"
+        if self._finished(name):
+            return ""
+        st = self.by_name.get(name)
+        how = "interrupted" if st is not None and st.state == "partial" else "in progress"
+        return f" ({how}: {n} of {E} episodes)"
 
     def ours_header(self) -> str:
         d = self.statuses[0].cfg.dataset
@@ -1032,7 +1036,7 @@ class PaperReport:
         """A claim's verdict; provisional when a run it rests on (``on``) has not finished."""
         open_ = [n for n in on if n in self.runs and not self._finished(n)]
         if open_:
-            verdict += f" (provisional: {', '.join(open_)} still running)"
+            verdict += f" (provisional: {', '.join(open_)} not finished)"
         self.verdicts.append((claim, verdict, why))
         return f"**{claim}: {verdict}.** {why}"
 
@@ -1581,7 +1585,7 @@ class PaperReport:
 
     def summary(self) -> list[str]:
         L = ["### The claims, in one table", "", "| claim | here |", "| --- | --- |"]
-        L += [f"| {c} | {v} |" for c, v, _ in self.verdicts]
+        L += [f"| {c} | {v} |" for c, v, _ in self.verdicts] or ["| (no run has logged an episode yet) | – |"]
         L += ["", "The levels are glyphs', not EMNIST's: glyphs are printed characters with random distortions, "
               "easier to separate than handwriting in some classes and harder in others, so only the ordering of "
               "the rules and the direction of the alignment and orthonormality effects are comparable with the "

@@ -271,7 +271,7 @@ def test_report_only_builds_every_section_from_fabricated_runs(tmp_path, monkeyp
     assert "| f0-fa | fig3 | done |" in text and "| pool-fa-matrix-l1_10 | pool | not started |" in text
     assert "`bash scripts/paper_runs.sh pool`" in text
     assert "**Fig. 3, backprop far above feedback alignment: reproduced.**" in text
-    assert "pool-fa-matrix-l1_1 still running" in text  # an unfinished run makes a verdict provisional
+    assert "pool-fa-matrix-l1_1 not finished" in text  # an unfinished run makes a verdict provisional
     assert "| t1-f0-ehebb-f0 | not run yet |" not in text and "| f0,ehebb,f0 | not run yet | | |" in text
     assert "| bio-fa | 60.0 [" in text and "| f0-bp | not evaluated yet (`--only metatest`) |" in text
     assert "| pool-fa-matrix-l1_1 | not evaluated (run not finished) |" in text
