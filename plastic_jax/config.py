@@ -267,6 +267,9 @@ class TrainConfig:
         group=META, check=_non_negative_int)
     out: str = setting("runs/default", "run directory (default: runs/<rule>-<feedback>-s<seed>)", group=OUTPUT,
                        resume=True, show_default=False, check=_non_empty)
+    tensorboard: bool = setting(
+        False, "also write the metrics as TensorBoard event files into RUN_DIR/tensorboard/seed<N> (needs "
+        "pip install 'plastic_jax[tensorboard]')", group=OUTPUT, resume=True, legacy=False)
     checkpoint_every: int = setting(
         25, "checkpoint every N episodes into RUN_DIR/checkpoints, and at the end and on Ctrl-C/SIGTERM "
         "(0: none)", group=RUN, check=_at_least(0), resume=True, legacy=0)

@@ -225,11 +225,18 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
         if devices > len(jax.local_devices()):
             raise ConfigError(f"--devices {devices}: this process has {len(jax.local_devices())} local device(s)")
     check_training_memory(cfg, exp.spec, exp.rule.n_theta, devices if isinstance(devices, int) else None)
+    if cfg.tensorboard:
+        from plastic_jax.tensorboard import check_available
+
+        check_available()  # before anything on disk changes
     seed_sh, repl = seed_shardings(cfg.seeds, devices)
     optimizer, step = make_step(cfg, exp.rule, exp.spec)
     analyze, terms = make_analysis(exp.rule, exp.spec), exp.rule.theta_labels()
     accs = np.zeros((cfg.episodes, cfg.seeds))
-    with rundir.open_run(cfg, resume=resume, overwrite=overwrite) as run, stop_on_signals() as caught:
+    from plastic_jax.tensorboard import open_writer
+
+    with (rundir.open_run(cfg, resume=resume, overwrite=overwrite) as run, stop_on_signals() as caught,
+          open_writer(cfg) as tb):
         start, state, records = run.start(init_state(cfg, exp.rule, optimizer))
         for r in records:
             accs[r["episode"], r["seed"] - cfg.seed] = r["accuracy"]
@@ -244,7 +251,9 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
             state, m = step(state, keys, ci)
             m, theta, skips = jax.device_get((m, state.theta, state.skips))
             accs[ep] = m["accuracy"]
-            run.append(episode_records(cfg, ep, m, theta, skips, an, terms))
+            recs = episode_records(cfg, ep, m, theta, skips, an, terms)
+            run.append(recs)
+            tb.add(recs)
             done, stopped = ep + 1, guard(cfg, ep, skips)
             if not stopped and caught and done < cfg.episodes:
                 stopped = f"interrupted at episode {done}"

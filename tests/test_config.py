@@ -145,7 +145,7 @@ def test_every_setting_is_declared_once_and_its_flag_derived():
             assert f"[{flag_of(name)}" in usage, name
     assert flag_of("estimator") == "--meta-grad"
     assert set(RESUME_MAY_CHANGE) == {"episodes", "checkpoint_every", "keep_checkpoints", "max_skips", "out", "extra",
-                                      "estimator"}
+                                      "estimator", "tensorboard"}
     assert given_flags(["meta-train", "--meta-grad", "forward", "--M", "5", "--download"]) == {"estimator", "M",
                                                                                                "download"}
 
