@@ -1490,8 +1490,8 @@ class PaperReport:
         if not have:
             return L + ["Not run yet (`bash scripts/paper_runs.sh table1`).", ""]
         L += ["The paper's Table 1 gives accuracy and alignment for these combinations on EMNIST; its values are "
-              "not transcribed in this repository, so the column says what it shows qualitatively (docs/METHOD.md "
-              "§7): where eHebb is placed matters.", "",
+              "not transcribed in this repository, so this table has no paper column. Its point, which these runs "
+              "can test, is that where eHebb is placed matters (docs/METHOD.md §7).", "",
               "| layer rules (W1, W2, W3) | accuracy, % (98% CI) | α_1 (°) | α_2 (°) |", "| --- | --- | --- | --- |"]
         for lr, n in zip(TABLE1, names):
             if n not in self.runs:
