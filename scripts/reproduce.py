@@ -838,9 +838,10 @@ def meta_test(args, runs: dict, best_pool: str | None, cache_path: str) -> dict:
     for name in names:
         path = runs[name].path
         cfg = ev.run_config(path)
-        terms = rule_of(cfg).terms
+        rule_ = rule_of(cfg)
+        labels = rule_.theta_labels() if hasattr(rule_, "theta_labels") else rule_.terms
         n_seeds = min(args.eval_seeds, cfg.seeds)
-        thetas = [ev.read_learned_theta(path, cfg, terms, i)[0] for i in range(n_seeds)]
+        thetas = [ev.read_learned_theta(path, cfg, labels, i)[0] for i in range(n_seeds)]
         key = {"tasks": args.eval_tasks, "theta": [[float(x) for x in t] for t in thetas]}
         if cache.get("runs", {}).get(name, {}).get("key") == key:
             print(f"meta-test {name}: cached", flush=True)
