@@ -1,4 +1,5 @@
-"""notebooks/explore.ipynb runs top to bottom on the tiny configuration (PLASTIC_JAX_TINY=1)."""
+"""notebooks/explore.ipynb runs top to bottom on the tiny configuration (PLASTIC_JAX_TINY=1): it trains a
+tiny run, starts from its learned Θ, draws the references, the sliders (headless) and the held-out evaluation."""
 
 import os
 
@@ -19,5 +20,9 @@ def test_explore_notebook_executes(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "tiny" in text and "final query accuracy" in text
+    assert "learned Θ" in text and "f0+bp" in text and "f0+fa" in text  # the run's Θ beside the references
+    assert "Θ of the sliders" in text  # the slider cell's update ran
+    assert "meta-test on" in text and "sliders - f0+fa" in text  # the held-out evaluation
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
     if not any("image/png" in o.get("data", {}) for o in outputs):
         pytest.fail("the notebook drew no figure")
