@@ -70,8 +70,3 @@ def forward(W: Weights, x: jax.Array) -> Activations:
         y = jax.nn.softmax(z, axis=-1) if i == len(W) - 1 else softplus(z)
         ys.append(y)
     return Activations(tuple(ys), tuple(zs))
-
-
-def logits(W: Weights, x: jax.Array) -> jax.Array:
-    """Logits z_L for x of shape (..., n_0)."""
-    return forward(W, x).zs[-1]
