@@ -1,4 +1,4 @@
-"""The learner network (SPEC §1): a bias-free MLP with softplus(β=10) hidden units.
+"""The learner network (docs/METHOD.md §1): a bias-free MLP with softplus(β=10) hidden units.
 
 Weights are a tuple ``W = (W_1, ..., W_L)`` with ``W_l`` of shape ``(n_l, n_{l-1})``.
 Feedback matrices ``B`` have the same structure.

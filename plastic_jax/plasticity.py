@@ -1,4 +1,4 @@
-"""The plasticity pool as data (SPEC §3): terms declared once, the fused update built from them.
+"""The plasticity pool as data (docs/METHOD.md §3): terms declared once, the fused update built from them.
 
 For the weights W (n_post, n_pre) of one layer: ``pre`` = y_{l-1}, ``post`` = y_l,
 ``e_pre`` = e_{l-1}, ``e_post`` = e_l. A plasticity **term** F^r is declared once, in the paper's
@@ -21,7 +21,7 @@ terms; a rule's term ids index into it. Everything else is derived from the decl
 - ``dense_update`` / ``Term.__call__``: the reference, term by term, building each matrix.
 - the meta-gradient estimators (``estimators.py``) differentiate ``layer_update`` itself.
 
-**Choice (SPEC §3): the reading of F5–F8.** The default ``"matrix"`` reading takes the printed
+**Choice (docs/METHOD.md §3): the reading of F5–F8.** The default ``"matrix"`` reading takes the printed
 matrix products literally, a scalar times an outer product:
 F5 = -(1ᵀpost)·e_post preᵀ, F6 = -(postᵀ W e_pre)·post e_preᵀ,
 F7 = -(postᵀ W e_pre)·e_post preᵀ, F8 = -(e_postᵀ W pre)·post e_preᵀ.
@@ -236,7 +236,7 @@ def sum_dense(W: jax.Array, factors: Sequence[Factor]) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- the paper's pool
-# Each term in the paper's form (SPEC §3); s = postᵀ W e_pre = (Wᵀ post)·e_pre, t = e_postᵀ W pre.
+# Each term in the paper's form (docs/METHOD.md §3); s = postᵀ W e_pre = (Wᵀ post)·e_pre, t = e_postᵀ W pre.
 
 
 @term("F0", reads=("e_post", "pre"), formula="-e_post preᵀ")

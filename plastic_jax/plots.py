@@ -5,7 +5,7 @@
   all NaN-aware: a non-finite value is skipped (one line on stderr says so), and a point that
   rests on fewer than all seeds is flagged in the legend;
 - ``theta``: the Θ trajectories, one panel per term;
-- ``alignment``: the alignment angle α_ℓ per layer (SPEC §6), at the episodes it was logged;
+- ``alignment``: the alignment angle α_ℓ per layer (docs/METHOD.md §6), at the episodes it was logged;
 - ``orthonormality``: the orthonormality error per layer.
 
 Several runs overlay, each labelled by its rule and feedback (e.g. ``ehebb+fa``).

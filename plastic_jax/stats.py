@@ -1,7 +1,7 @@
 """Statistics over independent seeds: moving averages and percentile-bootstrap confidence intervals.
 
 The paper reports means over independent trials with 98% bootstrap confidence bands from 500
-resamples (SPEC §6). The bootstrap is ``scipy.stats.bootstrap`` (percentile method); NumPy and
+resamples (docs/METHOD.md §6). The bootstrap is ``scipy.stats.bootstrap`` (percentile method); NumPy and
 SciPy only: these run in the driver and the plots, outside the JAX core.
 """
 

@@ -164,7 +164,7 @@ def summarize(cfg: TrainConfig, accs: np.ndarray, theta: np.ndarray, terms: tupl
         raise TrainingStopped("non-finite Θ; not written")
     done = len(accs)
     last = accs[-min(100, done):]
-    # 98% percentile-bootstrap CI (500 resamples) over the seeds of the per-seed means (SPEC §6)
+    # 98% percentile-bootstrap CI (500 resamples) over the seeds of the per-seed means (docs/METHOD.md §6)
     _, lo, hi = bootstrap_ci(last.mean(axis=0), level=0.98, n_resamples=500)
     summary = {
         "episodes": cfg.episodes,

@@ -1,4 +1,4 @@
-"""An independent NumPy implementation written literally from SPEC §1-4 (float64).
+"""An independent NumPy implementation written literally from docs/METHOD.md §1-4 (float64).
 
 Terms are evaluated as the paper writes them, n×n products included; the element-wise reading
 of F5–F8 entry by entry, with explicit loops over (j, k).

@@ -27,7 +27,7 @@ def test_meta_train_writes_config_metrics_and_summary(tmp_path, capsys):
     for r in recs:
         assert set(r["theta"]) == {"F0", "F2", "F9"}
         assert 0.0 <= r["accuracy"] <= 1.0 and r["meta_loss"] > 0
-    # Θ moves away from its SPEC §5 start (θ_0 = 1e-3, others 0) under Adam
+    # Θ moves away from its docs/METHOD.md §5 start (θ_0 = 1e-3, others 0) under Adam
     assert recs[-1]["theta"]["F0"] != pytest.approx(1e-3)
     printed = capsys.readouterr().out
     assert "last 4 episodes" in printed and "F9=" in printed

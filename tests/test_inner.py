@@ -1,4 +1,4 @@
-"""The online step, the scan over the stream and the teaching signals against SPEC §2-4."""
+"""The online step, the scan over the stream and the teaching signals against docs/METHOD.md §2-4."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Alignment angles and orthonormality error (SPEC §6) against NumPy evaluations of their formulas."""
+"""Alignment angles and orthonormality error (docs/METHOD.md §6) against NumPy evaluations of their formulas."""
 
 import jax
 import jax.numpy as jnp

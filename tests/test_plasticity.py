@@ -1,4 +1,4 @@
-"""Each plasticity term and the fused update against the literal dense formulas of SPEC §3."""
+"""Each plasticity term and the fused update against the literal dense formulas of docs/METHOD.md §3."""
 
 import jax
 import jax.numpy as jnp

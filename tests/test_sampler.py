@@ -1,4 +1,4 @@
-"""The episode sampler (SPEC §4) and the digits source."""
+"""The episode sampler (docs/METHOD.md §4) and the digits source."""
 
 import jax
 import numpy as np

@@ -1,4 +1,4 @@
-"""The episode sampler (SPEC §4) as a pure JAX function: jit- and vmap-friendly.
+"""The episode sampler (docs/METHOD.md §4) as a pure JAX function: jit- and vmap-friendly.
 
 M distinct classes are drawn from the allowed ones; for each, K training and Q query examples
 without overlap; the M·K training examples are shuffled into one stream. Labels stay global.
