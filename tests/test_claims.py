@@ -16,8 +16,8 @@ Measured (this configuration, seeds 0-2): f0+bp 45.8% vs f0+fa 25.3% (20.5 point
 orthonormality error of oja+fa 2.0 vs f0+fa 48 (ratio 0.04). With 60 episodes instead of 150 the
 eHebb gap was 11°, so the claims do depend on training: the margins sit at about half of the
 effects measured here. Cost: the four runs take about 45 s of CPU, almost all of it compiling (a
-run of 1 and one of 150 episodes cost the same); 150 s wall (``pytest -m slow tests/test_claims.py``)
-on the shared 2-core machine under a load average of 13.
+run of 1 and one of 150 episodes cost the same); 80-150 s wall (``pytest -m slow tests/test_claims.py``)
+on the shared 2-core machine under a load average of 10-13.
 """
 
 import numpy as np
