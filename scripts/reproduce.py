@@ -794,6 +794,15 @@ def adam_steps(run, n: int = 50) -> dict[str, float]:
     return out
 
 
+def peak_accuracy(run, window: int = 20) -> str:
+    """The highest seed-mean accuracy, as a trailing ``window``-episode moving average, and where."""
+    from plastic_jax.plots import nan_moving_average
+
+    m = np.nanmean(nan_moving_average(run.accuracy, window, axis=1), axis=0)
+    i = int(np.nanargmax(m))
+    return f"{100 * m[i]:.1f}% ({int(run.episodes[i])})"
+
+
 def ci_separated(a: np.ndarray, b: np.ndarray) -> int:
     """+1 when a's 98% bootstrap CI lies above b's, -1 below, 0 when they overlap."""
     _, lo_a, hi_a = bootstrap_ci(a, level=0.98, n_resamples=500)
@@ -1230,10 +1239,11 @@ class PaperReport:
         L += [f"Surviving terms: |θ_r| > {SURVIVE:g} at the last episode in more than half of the seeds that "
               "learned (a term the L1 penalty holds at 0 oscillates within about one Adam step, 1e-3, of it). "
               "Adam step: the median over seeds of the mean |Δθ_r| per episode over episodes 1-50, smallest and "
-              "largest term.", "",
-              "| run | F5-F8 | λ | meta-lr | clip | episodes | accuracy, % (98% CI) | seeds learned / uniform / "
-              "diverged | surviving terms | Adam step, min-max |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "largest term. Peak: the highest mean over seeds of the 20-episode moving average of the accuracy, "
+              "and the episode it ends at.", "",
+              "| run | F5-F8 | λ | meta-lr | clip | episodes | accuracy, % (98% CI) | peak (episode) | seeds learned / "
+              "uniform / diverged | surviving terms | Adam step, min-max |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         detail = []
         theta_rows = []
         for n in self.pool:
@@ -1247,7 +1257,8 @@ class PaperReport:
             sv = [v for v in steps.values() if np.isfinite(v)]
             L.append(f"| {n} | {c.get('f5_f8', 'matrix')} | {c.get('l1', 0):g} | {c.get('meta_lr', 1e-3):g} | "
                      f"{c.get('meta_clip', 0) or '–'} | {len(r.episodes)} of {c.get('episodes')} | "
-                     f"{_pct(self.win[n]['acc'])} | {kinds.count('learned')} / {kinds.count('uniform')} / "
+                     f"{_pct(self.win[n]['acc'])} | {peak_accuracy(r)} | {kinds.count('learned')} / "
+                     f"{kinds.count('uniform')} / "
                      f"{kinds.count('diverged')} | {', '.join(surv) or 'none'} | "
                      + (f"{min(sv):.1e}-{max(sv):.1e}" if sv else "–") + " |")
             detail.append(f"- {n}: " + "; ".join(f"seed {s}: {t}" for s, (_, t) in sorted(out.items())) + ".")
