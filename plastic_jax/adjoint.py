@@ -26,6 +26,7 @@ Two backward steps compute the same numbers:
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 
 import jax
@@ -218,12 +219,42 @@ def _layer_needs(rule: Rule):
     return need_z, need_wt, need_e0
 
 
+def _layout(rule: Rule, W: Weights) -> tuple[tuple[tuple[str, int], int], ...]:
+    """The residual vectors of one step, packed into one flat vector: ((kind, layer), size) in
+    order. y_ℓ (ℓ ≥ 1), e_ℓ (ℓ ≥ 0 where computed), h_ℓ = Bᵀ_ℓ e_{ℓ+1} (1 ≤ ℓ < L), and where a
+    term of layer ℓ reads them z_ℓ = W_ℓ y_ℓ and Wᵀ_ℓ post."""
+    need_z, need_wt, need_e0 = _layer_needs(rule)
+    L = len(W)
+    n = (W[0].shape[1], *(w.shape[0] for w in W))
+    out = [(("y", i), n[i]) for i in range(1, L + 1)]
+    out += [(("e", i), n[i]) for i in range(0 if need_e0 else 1, L + 1)]
+    out += [(("h", i), n[i]) for i in range(1, L)]
+    out += [(("z", i), n[i + 1]) for i in range(L) if need_z[i]]
+    out += [(("wt", i), n[i]) for i in range(L) if need_wt[i]]
+    return tuple(out)
+
+
+def _unpack(vec: jax.Array, layout) -> dict:
+    """The named residual vectors of ``vec`` (N,) or, stacked, (T, N)."""
+    out, o = {}, 0
+    for key, n in layout:
+        out[key] = vec[..., o:o + n]
+        o += n
+    return out
+
+
+def _layer_vectors(d: dict, x: jax.Array, i: int) -> dict:
+    """Layer i's named vectors (``plasticity.VECTOR_NAMES``) from the residuals; None: not kept."""
+    return {"pre": x if i == 0 else d[("y", i)], "post": d[("y", i + 1)], "e_pre": d.get(("e", i)),
+            "e_post": d[("e", i + 1)], "z": d.get(("z", i)), "wt_post": d.get(("wt", i))}
+
+
 def _fast_forward(theta, rule: Rule, W: Weights, B: Weights, xs, labels):
-    """The online scan, stacking per step the vectors the backward step reads (``_Residuals``):
-    y_1 … y_L, e_0 (if used) … e_L, h_ℓ = Bᵀ_ℓ e_{ℓ+1} (ℓ ≥ 1), z_ℓ and Wᵀ_ℓ post where a term
-    reads them. O(Σ n_ℓ) floats per step."""
+    """The online scan, stacking per step one flat vector of residuals (``_layout``): O(Σ n_ℓ)
+    floats per step, one dynamic-update-slice."""
     pool, terms, L = rule.term_pool, rule.terms, len(W)
     need_z, need_wt, need_e0 = _layer_needs(rule)
+    layout = _layout(rule, W)
 
     def body(W, xy):
         x, label = xy
@@ -231,23 +262,26 @@ def _fast_forward(theta, rule: Rule, W: Weights, B: Weights, xs, labels):
         ys, zs = act.ys, act.zs
         Bf = feedback_matrices(rule.feedback, W, B, rule.bp_grad)
         e = ys[-1] - jax.nn.one_hot(label, ys[-1].shape[-1], dtype=ys[-1].dtype)
-        es, hs = [e], [None] * L
+        d = {("e", L): e}
         for i in range(L - 1, -1, -1):
             if i == 0 and not need_e0:
-                es.append(None)
                 break
             h = e @ Bf[i]
             e = h * softplus_grad_from_y(ys[i])
-            hs[i] = h if i > 0 else None
-            es.append(e)
-        es = es[::-1]
-        wts = [ys[i + 1] @ W[i] if need_wt[i] else None for i in range(L)]
+            d[("e", i)] = e
+            if i > 0:
+                d[("h", i)] = h
+        for i in range(L):
+            d[("y", i + 1)] = ys[i + 1]
+            if need_z[i]:
+                d[("z", i)] = zs[i]
+            if need_wt[i]:
+                d[("wt", i)] = ys[i + 1] @ W[i]
         new_W = []
         for i in range(L):
-            v = Vectors(W[i], ys[i], ys[i + 1], es[i], es[i + 1], zs[i], wts[i])
+            v = Vectors(W[i], **_layer_vectors(d, x, i))
             new_W.append(apply_fused(W[i], fuse(rule.layer_theta(theta, i), terms, rule.layer_terms[i], v, pool)))
-        res = (tuple(ys[1:]), tuple(es), tuple(hs), tuple(z if n else None for z, n in zip(zs, need_z)), tuple(wts))
-        return tuple(new_W), res
+        return tuple(new_W), jnp.concatenate([d[k] for k, _ in layout])
 
     return jax.lax.scan(body, tuple(W), (xs, labels))
 
@@ -284,8 +318,8 @@ def _fused_cotangent(G: jax.Array, W: jax.Array, fused: Fused, const: Fused) -> 
     """The cotangent of ``fused``'s factors, given G = dL/d(apply_fused(W, fused)).
 
     keep: Σ G ⊙ W; an outer pair (u, v): (G v, Gᵀ u); a Hadamard pair (a, b): ((G ⊙ W) b,
-    (G ⊙ W)ᵀ a). ``const`` has ``fused``'s structure with True where a leaf does not depend on the
-    differentiated inputs: its cotangent is zero (not computed)."""
+    (G ⊙ W)ᵀ a). ``const`` has ``fused``'s structure with True where a leaf depends neither on Θ
+    nor on the variable vectors: its cotangent is zero (not computed)."""
     keep, outer, had = fused
     ckeep, couter, chad = const
     zero = jnp.zeros_like
@@ -308,53 +342,64 @@ def _fused_cotangent(G: jax.Array, W: jax.Array, fused: Fused, const: Fused) -> 
     return Fused(keep_ct, outer_ct, had_ct)
 
 
-def _layer_fuse_fn(rule: Rule, i: int, prim: dict, var: list):
-    """``fuse`` of layer i as a function of (Θ, *the variable named vectors)."""
+def _layer_fuse_fn(rule: Rule, i: int, prim: dict, var: list, theta=None):
+    """``fuse`` of layer i as a function of (Θ, *the variable named vectors), or, given ``theta``,
+    of the variable vectors alone (Θ a constant)."""
     pool, terms, lt = rule.term_pool, rule.terms, rule.layer_terms[i]
 
-    def f(theta, *vs):
+    def f(th, *vs):
         v = Vectors(None, **dict(prim, **dict(zip(var, vs))))
-        return fuse(rule.layer_theta(theta, i), terms, lt, v, pool)
+        return fuse(rule.layer_theta(th, i), terms, lt, v, pool)
 
-    return f
+    if theta is None:
+        return f
+    return lambda *vs: f(theta, *vs)
 
 
-def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, res, x, label):
-    """One step of the backward scan, by hand: returns (W_t, G_t, dL/dΘ of this step, h̄).
+def _layer_split(rule: Rule, i: int, vecs: dict):
+    """(the constant named vectors, the names of the variable ones) of layer i: the input x
+    (``pre`` of the first layer) does not depend on Θ; a vector not computed is None."""
+    var = [k for k, v in vecs.items() if v is not None and not (k == "pre" and i == 0)]
+    return {k: v for k, v in vecs.items() if k not in var}, var
 
-    The step's forward pass is not recomputed: its vectors come from the residuals ``res``; W_t
+
+def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d: dict, x):
+    """One step of the backward scan, by hand: returns (W_t, G_t, the factors' cotangents, h̄).
+
+    The step's forward pass is not recomputed: its vectors come from the residuals ``d``; W_t
     (rebuilt from W_{t+1} and the factors) is only used in the matrix–vector products that carry
     cotangents backwards (W_tᵀ z̄, W_t w̄ for Wᵀpost, B h̄ with bp) and, with keep/Hadamard
     factors, in G ⊙ W_t. The term declarations enter through ``jax.vjp`` of ``plasticity.fuse``
-    on vectors, so user terms work unchanged. Per layer the weight-sized work is: one rebuild
-    pass, G [v…] and [u…] G (one product each), Σ/products of G ⊙ W_t (keep, Hadamard), W_tᵀ z̄,
-    B h̄, W_t w̄ (Wᵀpost terms only), and one pass writing G_t = G ⊙ S + Σ c dᵀ.
+    w.r.t. the named vectors (Θ held constant), so user terms work unchanged. dL/dΘ is not
+    accumulated here: the factors' cotangents are returned (vectors) and ``_theta_cotangent``
+    contracts them with dfused/dΘ for all steps at once after the scan.
+
+    Per layer the weight-sized work is: one rebuild pass, G [v…] and [u…] G (one product each),
+    Σ/products of G ⊙ W_t (keep, Hadamard), W_tᵀ z̄, B h̄, W_t w̄ (Wᵀpost terms only), and one
+    pass writing G_t = G ⊙ S + Σ c dᵀ.
     """
     from plastic_jax.estimators import _constant_outputs
 
-    ys_, es, hs, zs, wts = res
-    ys = (x, *ys_)
+    ys = [x] + [d[("y", i)] for i in range(1, len(W_next) + 1)]
     L = len(W_next)
     bp = rule.feedback == "bp"
     ybar = [None] * (L + 1)
     ebar = [None] * (L + 1)
     zbar = [None] * L
     outers = [[] for _ in range(L)]  # the cotangent's new outer products c dᵀ per layer
-    th_bar = jnp.zeros_like(theta)
-    fused_all, W_t = [], []
+    fused_all, W_t, cts = [], [], []
     for i in range(L):
-        prim = {"pre": ys[i], "post": ys[i + 1], "e_pre": es[i], "e_post": es[i + 1], "z": zs[i],
-                "wt_post": wts[i]}
-        var = [k for k, v in prim.items() if v is not None and not (k == "pre" and i == 0)]
-        f = _layer_fuse_fn(rule, i, {k: v for k, v in prim.items() if k not in var}, var)
-        args = (theta, *(prim[k] for k in var))
-        fused, vjp = jax.vjp(f, *args)
-        const = jax.tree.unflatten(jax.tree.structure(fused), _constant_outputs(f, *args))
+        const_prim, var = _layer_split(rule, i, _layer_vectors(d, x, i))
+        args = [d_ for k, d_ in _layer_vectors(d, x, i).items() if k in var]
+        f_all = _layer_fuse_fn(rule, i, const_prim, var)
+        f_vec = _layer_fuse_fn(rule, i, const_prim, var, theta)
+        fused, vjp = jax.vjp(f_vec, *args)
+        tree = jax.tree.structure(fused)
+        const = jax.tree.unflatten(tree, _constant_outputs(f_all, theta, *args))
         W_i = unapply_fused(W_next[i], fused)
         ct = _fused_cotangent(G[i], W_i, fused, const)
-        th_i, *vbars = vjp(ct)
-        th_bar = th_bar + th_i
-        vb = dict(zip(var, vbars))
+        cts.append([c for c, k in zip(jax.tree.leaves(ct), jax.tree.leaves(const)) if not k])
+        vb = dict(zip(var, vjp(ct)))
         ybar[i] = _add(ybar[i], vb.get("pre"))
         ybar[i + 1] = _add(ybar[i + 1], vb.get("post"))
         ebar[i] = _add(ebar[i], vb.get("e_pre"))
@@ -368,15 +413,15 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, r
 
     # teaching signals, bottom-up: e_i = h_i ⊙ g(y_i), h_i = Bᵀ_i e_{i+1}, e_L = y_L − onehot
     hbars = [None] * L
-    for i in range(0 if es[0] is not None else 1, L):
+    for i in range(0 if ("e", 0) in d else 1, L):
         if ebar[i] is None:
             continue
         hbar = ebar[i] * softplus_grad_from_y(ys[i])
         if i > 0:
-            ybar[i] = _add(ybar[i], ebar[i] * hs[i] * (BETA * jnp.exp(-BETA * ys[i])))
+            ybar[i] = _add(ybar[i], ebar[i] * d[("h", i)] * (BETA * jnp.exp(-BETA * ys[i])))
         ebar[i + 1] = _add(ebar[i + 1], (W_t[i] if bp else B[i]) @ hbar)
         if bp and rule.bp_grad == "through":
-            outers[i].append((es[i + 1], hbar))
+            outers[i].append((d[("e", i + 1)], hbar))
         hbars[i] = hbar
     ybar[L] = _add(ybar[L], ebar[L])
 
@@ -397,25 +442,73 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, r
 
     G_t = tuple(apply_fused(G[i], Fused(fused_all[i].keep, tuple(outers[i]), fused_all[i].hadamard))
                 for i in range(L))
-    return tuple(W_t), G_t, th_bar, tuple(hbars)
+    return tuple(W_t), G_t, cts, tuple(hbars)
+
+
+def _layer_theta_vjp(theta, rule: Rule, i: int, vecs: dict, const: list, ct_leaves: list) -> jax.Array:
+    """Σ_t ⟨ct_t, d fused_t / dΘ⟩ for layer i: ``jax.vjp`` w.r.t. Θ of ``fuse`` vmapped over the
+    steps (``vecs``: the layer's named vectors stacked over T; ``const``: the fused leaves with no
+    cotangent, ``ct_leaves``: the others', stacked)."""
+    names = [k for k, v in vecs.items() if v is not None]
+    f = _layer_fuse_fn(rule, i, {k: None for k, v in vecs.items() if v is None}, names)
+    stacked = [vecs[k] for k in names]
+    fused, vjp = jax.vjp(lambda th: jax.vmap(f, in_axes=(None,) + (0,) * len(names))(th, *stacked), theta)
+    it = iter(ct_leaves)
+    leaves = [jnp.zeros_like(v) if c else next(it) for v, c in zip(jax.tree.leaves(fused), const)]
+    return vjp(jax.tree.unflatten(jax.tree.structure(fused), leaves))[0]
+
+
+def _theta_cotangent(theta, rule: Rule, layout, res, xs, cts) -> jax.Array:
+    """dL/dΘ = Σ_t Σ_ℓ ⟨cotangent of layer ℓ's factors at step t, d factors / dΘ⟩, for all
+    steps at once (few large operations instead of many small ones per step of the scan)."""
+    from plastic_jax.estimators import _constant_outputs
+
+    D = _unpack(res, layout)
+    th_bar = jnp.zeros_like(theta)
+    for i in range(len(rule.layer_terms)):
+        vecs = _layer_vectors(D, xs, i)
+        const_prim, var = _layer_split(rule, i, vecs)
+        one = {k: (None if v is None else v[0]) for k, v in const_prim.items()}
+        args = [vecs[k][0] for k in var]
+        # the same mask as in the scan (x held constant there)
+        const = _constant_outputs(_layer_fuse_fn(rule, i, one, var), theta, *args)
+        th_bar = th_bar + _layer_theta_vjp(theta, rule, i, vecs, const, cts[i])
+    return th_bar
 
 
 def _fast_backward(theta, rule: Rule, W_T: Weights, B: Weights, xs, labels, res, G_T: Weights, want_B: bool):
-    def body(carry, inp):
-        W_next, G, th_bar = carry
-        r, x, y = inp
-        W_t, G_t, th_i, hbars = _fast_bwd_step(theta, rule, W_next, G, B, r, x, y)
-        return (W_t, G_t, th_bar + th_i), (hbars if want_B else None)
+    layout = _layout(rule, W_T)
+    ct_shapes = []  # the factors' cotangents of one step, per layer: their shapes (set while tracing)
 
-    (W_0, G_0, th_bar), hbars = jax.lax.scan(body, (tuple(W_T), tuple(G_T), jnp.zeros_like(theta)),
-                                             (res, xs, labels), reverse=True)
+    def body(carry, inp):
+        W_next, G = carry
+        d, x = inp
+        W_t, G_t, cts, hbars = _fast_bwd_step(theta, rule, W_next, G, B, d, x)
+        ct_shapes[:] = [[c.shape for c in layer] for layer in cts]
+        # one flat vector per step: a single in-place update of one stacked output
+        flat = [c.reshape(-1) for layer in cts for c in layer]
+        packed = jnp.concatenate(flat) if flat else jnp.zeros((0,), theta.dtype)
+        return (W_t, G_t), (packed, hbars if want_B else None)
+
+    # the residuals as separate stacked vectors: each step slices its own (measured faster than
+    # slicing one packed vector per step)
+    (W_0, G_0), (packed, hbars) = jax.lax.scan(body, (tuple(W_T), tuple(G_T)), (_unpack(res, layout), xs),
+                                               reverse=True)
+    cts, o = [], 0
+    for layer in ct_shapes:
+        cts.append([])
+        for shape in layer:
+            n = math.prod(shape)
+            cts[-1].append(packed[:, o:o + n].reshape(packed.shape[0], *shape))
+            o += n
+    th_bar = _theta_cotangent(theta, rule, layout, res, xs, cts)
     B_bar = None
     if want_B:
-        es = res[1]
+        D = _unpack(res, layout)
         if rule.feedback == "bp":  # B is not read
             B_bar = tuple(jnp.zeros_like(b) for b in B)
         else:  # B̄_i = Σ_t e_{i+1,t} h̄_{i,t}ᵀ: one product over the stacked vectors
-            B_bar = tuple(jnp.zeros_like(B[i]) if hbars[i] is None else es[i + 1].T @ hbars[i]
+            B_bar = tuple(jnp.zeros_like(B[i]) if hbars[i] is None else D[("e", i + 1)].T @ hbars[i]
                           for i in range(len(B)))
     return W_0, G_0, th_bar, B_bar
 

@@ -31,10 +31,12 @@ import time
 from typing import Any
 
 EMNIST_SIZES = (784, 170, 130, 100, 70, 47)
-RULE_CHOICES = ("f0", "bio", "pool")
+RULE_CHOICES = ("f0", "bio", "pool", "pool-per-layer")
+#: the rules measured by default (pool-per-layer: the pool with one row of Θ per layer, R = 10·L)
+DEFAULT_RULES = ("f0", "bio", "pool")
 FEEDBACK_CHOICES = ("fa", "bp")
-ESTIMATOR_CHOICES = ("reverse", "reverse-remat", "forward", "auto")
-DEFAULT_ESTIMATORS = ("reverse", "reverse-remat", "forward")
+ESTIMATOR_CHOICES = ("reverse", "reverse-remat", "forward", "adjoint", "auto")
+DEFAULT_ESTIMATORS = ("reverse", "reverse-remat", "forward", "adjoint")
 #: the published PyTorch code on a 2-core CPU, seconds per meta-training episode (SPEC §8)
 PUBLISHED_S = {("f0", "fa"): 1.0, ("bio", "fa"): 3.5}
 M, Q = 5, 10
@@ -57,12 +59,12 @@ def _csv(choices: tuple[str, ...] | None, cast=str):
 
 def add_benchmark_args(p: argparse.ArgumentParser) -> None:
     """Flags of ``plastic-jax benchmark`` (shared by scripts/benchmark.py)."""
-    p.add_argument("--rule", type=_csv(RULE_CHOICES), default=RULE_CHOICES,
-                   help="rules, comma-separated (default: f0,bio,pool)")
+    p.add_argument("--rule", type=_csv(RULE_CHOICES), default=DEFAULT_RULES,
+                   help="rules, comma-separated: f0, bio, pool, pool-per-layer (default: f0,bio,pool)")
     p.add_argument("--feedback", type=_csv(FEEDBACK_CHOICES), default=FEEDBACK_CHOICES,
                    help="feedback modes (default: fa,bp)")
     p.add_argument("--estimator", type=_csv(ESTIMATOR_CHOICES), default=DEFAULT_ESTIMATORS,
-                   help="meta-gradient estimators (default: reverse,reverse-remat,forward; auto "
+                   help="meta-gradient estimators (default: reverse,reverse-remat,forward,adjoint; auto "
                         "is reported with the estimator it picks)")
     p.add_argument("--T", type=_csv(None, int), default=(250, 2500),
                    help=f"stream lengths, multiples of M={M} (default: 250,2500)")
@@ -163,11 +165,13 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
 
     sizes = tuple(case["sizes"])
     T, mb = case["T"], case["meta_batch"]
-    rule = make_rule(RULES[case["rule"]], len(sizes) - 1, case["feedback"])
+    name = case["rule"]
+    rule = make_rule(RULES[name.removesuffix("-per-layer")], len(sizes) - 1, case["feedback"],
+                     per_layer=name.endswith("-per-layer"))
     spec = EpisodeSpec(sizes, M, T // M, Q, mb)
     ci = synthetic_class_index(T, sizes)
     est = case["estimator"]
-    resolved = choose_estimator(len(rule.terms)) if est == "auto" else est
+    resolved = choose_estimator(rule.n_theta) if est == "auto" else est
     base_rss = _rss_mb()
     opt = optax.adam(1e-3)
     state = meta_init(initial_theta(rule), opt)
@@ -221,10 +225,10 @@ def _estimate_mem_gb(est: str, rule: str, T: int, mb: int, sizes) -> float:
     from plastic_jax.plasticity import RULES
 
     n = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    R = len(RULES[rule])
+    R = len(RULES[rule.removesuffix("-per-layer")]) * (len(sizes) - 1 if rule.endswith("-per-layer") else 1)
     est = choose_estimator(R) if est == "auto" else est
     snapshots = {"reverse": T, "reverse-remat": T // remat_segment_length(T) + remat_segment_length(T),
-                 "forward": 2 * (1 + R)}[est]
+                 "forward": 2 * (1 + R), "adjoint": 5}[est]
     return 4 * n * snapshots * mb * 1.5 / 1e9
 
 

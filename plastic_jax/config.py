@@ -256,7 +256,7 @@ class TrainConfig:
                          check=_positive_int)
     theta0: float = setting(1e-3, "initial θ_0 (the other θ start at 0)", group=RUN, check=_finite)
     estimator: str = setting(
-        "auto", "meta-gradient estimator: auto picks forward mode for ≤ 16 active terms, reverse-remat "
+        "auto", "meta-gradient estimator: auto picks forward mode for a single coefficient, the adjoint "
         "otherwise (docs/PERFORMANCE.md)", group=META, flags=("--meta-grad",), choices=_estimators,
         noun="meta-gradient estimator", metavar="{auto,reverse,reverse-remat,forward,adjoint}",
         # every estimator computes the same meta-gradient (to float32 rounding), so a resumed run

@@ -16,8 +16,13 @@ number by different routes:
   pool's term declarations (``forward_online_step``); memory independent of T, time about
   (1 + c·R) forward episodes with c ≈ 1 (the tangents share the primal's vectors and are updated
   in one batched pass). ``forward_online_step_generic`` is the same step by ``jax.linearize``.
-- ``auto``: ``forward`` for R ≤ ``AUTO_FORWARD_MAX_R`` (16, so every rule of the ten-term pool),
-  else ``reverse-remat`` (the cost model and its measurements are in docs/PERFORMANCE.md).
+- ``adjoint``: reverse mode without weight snapshots (``adjoint.py``): the forward scan stacks a
+  few vectors per step, the backward scan rebuilds W_t from W_{t+1} and applies a hand-written
+  vector–Jacobian product of the step. Memory O(T·Σ n_ℓ) vectors, time about 1.6–2.9 forward
+  episodes for any R (docs/PERFORMANCE.md). The gradient is NaN (and a warning says so) when W_t
+  cannot be rebuilt (keep + Σ a bᵀ near 0).
+- ``auto``: ``forward`` for R ≤ ``AUTO_FORWARD_MAX_R`` (1: the rule ``f0``), else ``adjoint``
+  (the cost model and its measurements are in docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -37,12 +42,12 @@ from plastic_jax.inner import Rule, online_step, query_loss
 from plastic_jax.network import BETA, Weights, softplus, softplus_grad_from_y
 from plastic_jax.plasticity import VECTOR_NAMES, Fused, Vectors, apply_fused, fuse
 
-#: ``auto`` uses forward mode up to this many active θ components, reverse-remat above. Measured
-#: on the EMNIST-sized network, T = 250, 2-core CPU (docs/PERFORMANCE.md): forward mode costs
-#: about (1 + 1.2·R) forward episodes; reverse and reverse-remat cost 25-35 of them for any R
-#: (they move a weight snapshot per step). The crossover lies near R ≈ 20, so with the pool's
-#: ten terms forward mode always wins on CPU; the threshold only matters for larger pools.
-AUTO_FORWARD_MAX_R = 16
+#: ``auto`` uses forward mode up to this many entries of Θ, the adjoint above. Measured on the
+#: EMNIST-sized network, T = 250, meta-batch 1, 2-core CPU (docs/PERFORMANCE.md): forward mode
+#: costs about (1 + c·R) forward episodes, c ≈ 1 (f0 1.2×, bio 3.9×, pool 14–17×); the adjoint
+#: 1.6–2.9 of them for any R (f0 1.6×, bio 1.8×, pool 1.7–2.9×); reverse and reverse-remat 25–35.
+#: So forward mode wins only at R = 1 (its step has no backward scan), the adjoint from R = 2 on.
+AUTO_FORWARD_MAX_R = 1
 
 # ----------------------------------------------------------------------------- reverse
 
@@ -361,16 +366,17 @@ def adjoint_generic_grad(theta, rule: Rule, spec, key, ci):
 
 
 def choose_estimator(n_theta: int) -> str:
-    """The cost model behind ``auto``: forward mode costs about (1 + c·R) forward episodes
-    (c ≈ 1.2 measured) and grows with R; reverse-remat costs a constant ≈ 25-35 forward episodes
-    (memory traffic of one weight snapshot per step). Crossover near R ≈ 20 (docs/PERFORMANCE.md)."""
-    return "forward" if n_theta <= AUTO_FORWARD_MAX_R else "reverse-remat"
+    """The cost model behind ``auto``, for Θ of ``n_theta`` entries (``Rule.n_theta``): forward
+    mode costs about (1 + c·R) forward episodes (c ≈ 1 measured) and grows with R; the adjoint
+    costs 1.6–2.9 forward episodes whatever R (reverse-remat 25–35). Crossover between R = 1 and
+    R = 2 (``AUTO_FORWARD_MAX_R``; docs/PERFORMANCE.md)."""
+    return "forward" if n_theta <= AUTO_FORWARD_MAX_R else "adjoint"
 
 
 def auto_grad(theta, rule: Rule, spec, key, ci):
-    """``forward`` for few active θ components, ``reverse-remat`` otherwise (``choose_estimator``)."""
+    """``forward`` for a single θ, the ``adjoint`` otherwise (``choose_estimator``)."""
     checks.check_episode("auto_grad", theta, rule, spec, ci)
-    return ESTIMATORS[choose_estimator(len(rule.terms))](theta, rule, spec, key, ci)
+    return ESTIMATORS[choose_estimator(rule.n_theta)](theta, rule, spec, key, ci)
 
 
 ESTIMATORS: dict[str, Callable] = {

@@ -115,6 +115,8 @@ def check_training_memory(cfg: TrainConfig, spec: EpisodeSpec, n_terms: int, dev
     elif est == "reverse-remat":
         seg = remat_segment_length(T) if T < 10**6 else int(T**0.5)
         copies = 2 + T // seg + seg
+    elif est == "adjoint":  # W, B, W_0, the rebuilt W_t and its cotangent; the per-step vectors are small
+        copies = 5
     else:
         copies = 2 + 2 * n_terms
     need = 4 * n * copies * cfg.meta_batch * cfg.seeds + 8 * cfg.episodes * cfg.seeds
