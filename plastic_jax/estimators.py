@@ -18,7 +18,7 @@ number by different routes:
   in one batched pass). ``forward_online_step_generic`` is the same step by ``jax.linearize``.
 - ``adjoint``: reverse mode without weight snapshots (``adjoint.py``): the forward scan stacks a
   few vectors per step, the backward scan rebuilds W_t from W_{t+1} and applies a hand-written
-  vector–Jacobian product of the step. Memory O(T·Σ n_ℓ) vectors, time about 1.6–2.9 forward
+  vector–Jacobian product of the step. Memory O(T·Σ n_ℓ) vectors, time about 2–4.4 forward
   episodes for any R (docs/PERFORMANCE.md). The gradient is NaN (and a warning says so) when W_t
   cannot be rebuilt (keep + Σ a bᵀ near 0).
 - ``auto``: ``forward`` for R ≤ ``AUTO_FORWARD_MAX_R`` (1: the rule ``f0``), else ``adjoint``
@@ -44,9 +44,10 @@ from plastic_jax.plasticity import VECTOR_NAMES, Fused, Vectors, apply_fused, fu
 
 #: ``auto`` uses forward mode up to this many entries of Θ, the adjoint above. Measured on the
 #: EMNIST-sized network, T = 250, meta-batch 1, 2-core CPU (docs/PERFORMANCE.md): forward mode
-#: costs about (1 + c·R) forward episodes, c ≈ 1 (f0 1.2×, bio 3.9×, pool 14–17×); the adjoint
-#: 1.6–2.9 of them for any R (f0 1.6×, bio 1.8×, pool 1.7–2.9×); reverse and reverse-remat 25–35.
-#: So forward mode wins only at R = 1 (its step has no backward scan), the adjoint from R = 2 on.
+#: costs about (1 + c·R) forward episodes (f0 2.5–2.9×, bio 4–6×, pool 8.5–14×, per-layer pool
+#: 71–80×); the adjoint 2–4.4 of them for any R (f0 1.9–3.8×, bio 2.5–3.5×, pool 3.2–4.3×);
+#: reverse and reverse-remat 19–31. So forward mode wins only at R = 1 (it has no backward scan),
+#: the adjoint from R = 3 (bio) on; R = 2 (not measured) goes to the adjoint by 1 + c·R ≈ 3.5–4.
 AUTO_FORWARD_MAX_R = 1
 
 # ----------------------------------------------------------------------------- reverse
@@ -367,9 +368,9 @@ def adjoint_generic_grad(theta, rule: Rule, spec, key, ci):
 
 def choose_estimator(n_theta: int) -> str:
     """The cost model behind ``auto``, for Θ of ``n_theta`` entries (``Rule.n_theta``): forward
-    mode costs about (1 + c·R) forward episodes (c ≈ 1 measured) and grows with R; the adjoint
-    costs 1.6–2.9 forward episodes whatever R (reverse-remat 25–35). Crossover between R = 1 and
-    R = 2 (``AUTO_FORWARD_MAX_R``; docs/PERFORMANCE.md)."""
+    mode costs about (1 + c·R) forward episodes and grows with R; the adjoint costs 2–4.4 forward
+    episodes whatever R (reverse-remat 19–31). Crossover between R = 1 and R = 3
+    (``AUTO_FORWARD_MAX_R``; docs/PERFORMANCE.md)."""
     return "forward" if n_theta <= AUTO_FORWARD_MAX_R else "adjoint"
 
 

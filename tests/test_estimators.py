@@ -222,7 +222,7 @@ def test_segment_length_is_near_sqrt_T():
 
 
 def test_auto_picks_forward_up_to_the_measured_crossover():
-    assert choose_estimator(1) == "forward"  # f0: forward mode 1.2 forward episodes, the adjoint 1.6
-    assert choose_estimator(2) == "adjoint"  # from R = 2 on the adjoint (1.6-2.9 for any R) wins
-    assert choose_estimator(10) == "adjoint"  # the whole pool: forward mode 14-17 forward episodes
+    assert choose_estimator(1) == "forward"  # f0: forward mode 2.5-2.9 forward episodes, the adjoint 1.9-3.8
+    assert choose_estimator(2) == "adjoint"  # the adjoint (2-4.4 for any R) from here on
+    assert choose_estimator(10) == "adjoint"  # the whole pool: forward mode 8.5-14 forward episodes
     assert choose_estimator(50) == "adjoint"  # per-layer pool
