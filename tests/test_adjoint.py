@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from user_terms import USER_POOL  # the test user pool, declared once (tests/user_terms.py)
 
 from plastic_jax.adjoint import AdjointRebuildWarning, adapt_adjoint, unapply_fused
 from plastic_jax.data import build_class_index, load_dataset
@@ -16,20 +17,8 @@ from plastic_jax.estimators import ESTIMATORS, adjoint_generic_grad
 from plastic_jax.inner import adapt, make_rule, query_loss
 from plastic_jax.meta import meta_init, meta_step
 from plastic_jax.network import init_network
-from plastic_jax.plasticity import PAPER_POOL, Fused, Hadamard, Outer, term
+from plastic_jax.plasticity import Fused
 
-
-@term("pre_decay", reads=("post", "pre"), formula="-W ⊙ (1 preᵀ)")
-def pre_decay(v):
-    return [Hadamard(-jnp.ones_like(v.post), v.pre)]
-
-
-@term("post_err", reads=("post", "e_post", "e_pre"), formula="-(post ⊙ e_post) e_preᵀ")
-def post_err(v):
-    return [Outer(-v.prod("post", "e_post"), v.e_pre)]
-
-
-USER_POOL = PAPER_POOL + (pre_decay, post_err)
 POOL = tuple(range(10))
 
 # (terms or layer_terms, feedback, bp_grad, f5_f8, pool, per_layer)

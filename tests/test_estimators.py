@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from user_terms import USER_POOL  # the test user pool, declared once (tests/user_terms.py)
 
 from plastic_jax.data import build_class_index, load_dataset
 from plastic_jax.episode import EpisodeSpec, batch_loss
@@ -21,22 +22,6 @@ from plastic_jax.estimators import (
 from plastic_jax.inner import adapt, make_rule, online_step
 from plastic_jax.meta import meta_init, meta_step
 from plastic_jax.network import init_network
-from plastic_jax.plasticity import PAPER_POOL, Hadamard, Outer, term
-
-
-# a user's terms, declared here: a presynaptic-activity-gated decay (W ⊙ (a bᵀ) factor) and a
-# heterosynaptic error term on the post-synaptic side (outer product on a derived vector)
-@term("pre_decay", reads=("post", "pre"), formula="-W ⊙ (1 preᵀ)")
-def pre_decay(v):
-    return [Hadamard(-jnp.ones_like(v.post), v.pre)]
-
-
-@term("post_err", reads=("post", "e_post", "e_pre"), formula="-(post ⊙ e_post) e_preᵀ")
-def post_err(v):
-    return [Outer(-v.prod("post", "e_post"), v.e_pre)]
-
-
-USER_POOL = PAPER_POOL + (pre_decay, post_err)
 
 
 @pytest.fixture(scope="module")
