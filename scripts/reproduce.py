@@ -996,6 +996,14 @@ class PaperReport:
     def n_degenerate(self, name: str) -> int:
         return sum(k != "learned" for k, _ in self.outcomes[name].values())
 
+    def unless_degenerate(self, verdict: str, name: str) -> str:
+        """``verdict``, turned from "reproduced" into "partly (k of n seeds degenerate)" when seeds
+        of run ``name`` diverged or fell into the uniform-output minimum."""
+        k = self.n_degenerate(name)
+        if verdict != "reproduced" or not k:
+            return verdict
+        return f"partly ({k} of {len(self.win[name]['acc'])} seeds degenerate)"
+
     def outcome_counts(self, name: str) -> str:
         if name not in self.outcomes:
             return "–"
@@ -1428,8 +1436,7 @@ class PaperReport:
             ok_acc = above > 0 and under_bio is not None and under_bio < 0
             verdict = ("reproduced" if ok_acc and best_aligned == "ehebb-fa" else "partly" if above > 0
                        else "not reproduced")
-            if verdict == "reproduced" and self.n_degenerate("ehebb-fa"):
-                verdict = f"partly ({self.n_degenerate('ehebb-fa')} of {len(w['acc'])} seeds degenerate)"
+            verdict = self.unless_degenerate(verdict, "ehebb-fa")
             L += [self.verdict(
                 "Fig. 5, eHebb well above FA, under bio, and the best aligned", verdict,
                 f"ehebb+fa {100 * w['acc'].mean():.1f}%{self.learned_acc('ehebb-fa')} against f0+fa "
@@ -1453,8 +1460,7 @@ class PaperReport:
             slightly = a_oja < a_fa and (a_eh is None or a_oja > a_eh)
             verdict = ("reproduced" if above > 0 and slightly else "partly" if above > 0 or slightly
                        else "not reproduced")
-            if verdict == "reproduced" and self.n_degenerate("oja-fa"):
-                verdict = f"partly ({self.n_degenerate('oja-fa')} of {len(w['acc'])} seeds degenerate)"
+            verdict = self.unless_degenerate(verdict, "oja-fa")
             L += [self.verdict(
                 "Fig. 7, Oja much above FA with only slightly better alignment", verdict,
                 f"oja+fa {100 * w['acc'].mean():.1f}%{self.learned_acc('oja-fa')} against f0+fa "
