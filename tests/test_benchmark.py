@@ -24,10 +24,10 @@ def test_tiny_benchmark_case_via_cli_writes_json(tmp_path, capsys):
         assert KEYS <= set(r)
         assert (r["rule"], r["feedback"], r["T"], r["meta_batch"]) == ("bio", "fa", 10, 2)
         assert r["ms_per_episode"] > 0 and r["forward_ms"] > 0 and r["peak_mem_mb"] >= r["base_rss_mb"] > 0
-    assert recs[1]["resolved_estimator"] == "forward"  # R = 3
+    assert recs[1]["resolved_estimator"] == "adjoint"  # R = 3 > AUTO_FORWARD_MAX_R
     assert recs[0]["naive_ms"] > 0 and recs[0]["speedup_vs_naive"] > 0
     table = capsys.readouterr().out
-    assert "| bio | fa | forward | 10 | 2 |" in table and "auto→forward" in table
+    assert "| bio | fa | forward | 10 | 2 |" in table and "auto→adjoint" in table
 
 
 @pytest.mark.parametrize("argv,msg", [(["--T", "12"], "multiples of M=5"),
