@@ -52,8 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from plastic_jax.feedback import feedback_matrices, teaching_signals
-from plastic_jax.inner import Rule, online_step
+from plastic_jax.feedback import STATEFUL_MODES, feedback_matrices
+from plastic_jax.inner import Rule, online_step, state_step, step_factors
 from plastic_jax.network import BETA, Weights, forward, softplus_grad_from_y
 from plastic_jax.plasticity import Fused, Vectors, apply_fused, fuse
 
@@ -79,17 +79,8 @@ def unapply_fused(W_new: jax.Array, fused: Fused) -> jax.Array:
 
 def step_with_factors(theta, rule: Rule, W: Weights, B: Weights, x, label) -> tuple[Weights, tuple[Fused, ...]]:
     """``inner.online_step`` that also returns each layer's ``Fused`` factors (vectors only)."""
-    act = forward(W, x)
-    pool = rule.term_pool
-    need_e0 = any(pool[r].needs_e_pre for r in rule.layer_terms[0])
-    es = teaching_signals(act, label, feedback_matrices(rule.feedback, W, B, rule.bp_grad), need_e0=need_e0)
-    new_W, factors = [], []
-    for i in range(len(W)):
-        v = Vectors(W[i], act.ys[i], act.ys[i + 1], es[i], es[i + 1], act.zs[i])
-        f = fuse(rule.layer_theta(theta, i), rule.terms, rule.layer_terms[i], v, pool)
-        factors.append(f)
-        new_W.append(apply_fused(W[i], f))
-    return tuple(new_W), tuple(factors)
+    fW, _ = step_factors(theta, rule, W, B, x, label)
+    return tuple(apply_fused(w, f) for w, f in zip(W, fW)), fW
 
 
 # ----------------------------------------------------------------------------- the custom VJP
@@ -132,6 +123,55 @@ def _generic_backward(theta, rule: Rule, W_T: Weights, B: Weights, xs, labels, f
     return W_0, G_0, th_bar, B_bar
 
 
+def _state_forward(theta, rule: Rule, W: Weights, B: Weights, xs, labels):
+    """The feedback modes beyond ``bp``/``fa``: one scan of ``inner.state_step`` that stacks each
+    step's fused factors of W and (``kp``, ``plastic``) of B. Returns ((W_T, B_T), factors)."""
+    L = len(W)
+
+    def body(WB, xy):
+        W_, B_ = WB
+        fW, fB = step_factors(theta, rule, W_, B_, *xy)
+        new_W = tuple(apply_fused(w, f) for w, f in zip(W_, fW))
+        new_B = B_ if fB is None else tuple(apply_fused(b, f) for b, f in zip(B_[:L], fB)) + tuple(B_[L:])
+        return (new_W, new_B), (fW, fB)
+
+    return jax.lax.scan(body, (W, B), (xs, labels))
+
+
+def _state_backward(theta, rule: Rule, W_T: Weights, B_T: Weights, xs, labels, factors, G_T: Weights,
+                    want_B: bool):
+    """Reverse scan for ``_state_forward``: rebuild W_t (and a changing B_t) from step t+1 and
+    its factors, ``jax.vjp`` of ``inner.state_step`` w.r.t. (Θ, W_t, B_t). B's cotangent is
+    carried backwards when B changes (``kp``, ``plastic``: the loss reaches B_t through every
+    later W); for a constant B it is summed over the steps (only when B is differentiated).
+    Returns (W_0 rebuilt, B_0 rebuilt, W_0's cotangent, Θ̄, B_0's cotangent or ())."""
+    L = len(W_T)
+    stateful = rule.feedback in STATEFUL_MODES
+
+    def body(carry, inp):
+        W_next, B_next, G, th_bar, B_bar = carry
+        (fW, fB), x, y = inp
+        W_t = tuple(unapply_fused(w, f) for w, f in zip(W_next, fW))
+        if stateful:
+            B_t = tuple(unapply_fused(b, f) for b, f in zip(B_next[:L], fB)) + tuple(B_next[L:])
+            _, vjp = jax.vjp(lambda th, W_, B_: state_step(th, rule, W_, B_, x, y), theta, W_t, B_t)
+            th_g, G_t, B_bar = vjp((G, B_bar))
+            return (W_t, B_t, G_t, th_bar + th_g, B_bar), None
+        if want_B:
+            _, vjp = jax.vjp(lambda th, W_, B_: online_step(th, rule, W_, B_, x, y), theta, W_t, B_next)
+            th_g, G_t, B_g = vjp(G)
+            B_bar = tuple(a + b for a, b in zip(B_bar, B_g))
+        else:
+            _, vjp = jax.vjp(lambda th, W_: online_step(th, rule, W_, B_next, x, y), theta, W_t)
+            th_g, G_t = vjp(G)
+        return (W_t, B_next, G_t, th_bar + th_g, B_bar), None
+
+    B_bar0 = tuple(jnp.zeros_like(b) for b in B_T) if (want_B or stateful) else ()
+    (W_0, B_0, G_0, th_bar, B_bar), _ = jax.lax.scan(
+        body, (W_T, B_T, G_T, jnp.zeros_like(theta), B_bar0), (factors, xs, labels), reverse=True)
+    return W_0, B_0, G_0, th_bar, B_bar
+
+
 #: the rebuilt W_0 must match the true W_0 to this relative error (max |ΔW| / max |W|, over the
 #: layers), else the task's meta-gradient is NaN (see ``adapt_adjoint``)
 DRIFT_TOL = 1e-2
@@ -161,10 +201,10 @@ def rebuild_drift(W_0: Weights, W_0_rebuilt: Weights) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 6))
 def _adapt_adjoint(theta, rule: Rule, W: Weights, B: Weights, xs, labels, backward: str) -> Weights:
-    def body(W, xy):
-        return online_step(theta, rule, W, B, *xy), None
+    def body(WB, xy):
+        return state_step(theta, rule, *WB, *xy), None
 
-    return jax.lax.scan(body, W, (xs, labels))[0]
+    return jax.lax.scan(body, (W, B), (xs, labels))[0][0]
 
 
 def _is_primal(p) -> bool:
@@ -184,6 +224,9 @@ def _fwd(theta, rule, W, B, xs, labels, backward):
         raise NotImplementedError("adapt_adjoint differentiates w.r.t. theta, W and B, not the stream xs")
     want_B = _perturbed(B)
     theta, W, B, xs, labels = map(_value, (theta, W, B, xs, labels))
+    if rule.feedback not in ("bp", "fa"):
+        (W_T, B_T), stack = _state_forward(theta, rule, W, B, xs, labels)
+        return W_T, (theta, (W, B), (W_T, B_T), B, xs, labels, stack, want_B)
     if backward == "generic":
         W_T, stack = _generic_forward(theta, rule, W, B, xs, labels)
     else:
@@ -193,12 +236,19 @@ def _fwd(theta, rule, W, B, xs, labels, backward):
 
 def _bwd(rule, backward, res, G_T):
     theta, W_0, W_T, B, xs, labels, stack, want_B = res
-    G_T = tuple(_zeros_if_symbolic(g, w) for g, w in zip(G_T, W_T))
-    if backward == "generic":
-        W_0r, G_0, th_bar, B_bar = _generic_backward(theta, rule, W_T, B, xs, labels, stack, G_T, want_B)
+    if rule.feedback not in ("bp", "fa"):
+        (W_0, B_0), (W_T, B_T) = W_0, W_T
+        G_T = tuple(_zeros_if_symbolic(g, w) for g, w in zip(G_T, W_T))
+        W_0r, B_0r, G_0, th_bar, B_bar = _state_backward(theta, rule, W_T, B_T, xs, labels, stack, G_T, want_B)
+        # the rebuilt B_0 is checked too where B changed (kp, plastic)
+        drift = rebuild_drift(W_0 + B_0, W_0r + B_0r)
     else:
-        W_0r, G_0, th_bar, B_bar = _fast_backward(theta, rule, W_T, B, xs, labels, stack, G_T, want_B)
-    drift = rebuild_drift(W_0, W_0r)
+        G_T = tuple(_zeros_if_symbolic(g, w) for g, w in zip(G_T, W_T))
+        if backward == "generic":
+            W_0r, G_0, th_bar, B_bar = _generic_backward(theta, rule, W_T, B, xs, labels, stack, G_T, want_B)
+        else:
+            W_0r, G_0, th_bar, B_bar = _fast_backward(theta, rule, W_T, B, xs, labels, stack, G_T, want_B)
+        drift = rebuild_drift(W_0, W_0r)
     bad = ~(drift <= DRIFT_TOL)
     # a non-finite W_T (a diverged episode: its loss is not finite either) is no rebuild failure
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(w)) for w in W_T]))

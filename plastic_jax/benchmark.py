@@ -34,7 +34,8 @@ EMNIST_SIZES = (784, 170, 130, 100, 70, 47)
 RULE_CHOICES = ("f0", "bio", "pool", "pool-per-layer")
 #: the rules measured by default (pool-per-layer: the pool with one row of Θ per layer, R = 10·L)
 DEFAULT_RULES = ("f0", "bio", "pool")
-FEEDBACK_CHOICES = ("fa", "bp")
+FEEDBACK_CHOICES = ("fa", "bp", "dfa", "sign", "kp", "plastic", "routing")
+DEFAULT_FEEDBACK = ("fa", "bp")
 ESTIMATOR_CHOICES = ("reverse", "reverse-remat", "forward", "adjoint", "auto")
 DEFAULT_ESTIMATORS = ("reverse", "reverse-remat", "forward", "adjoint")
 #: the published PyTorch code on a 2-core CPU, seconds per meta-training episode (SPEC §8)
@@ -61,8 +62,8 @@ def add_benchmark_args(p: argparse.ArgumentParser) -> None:
     """Flags of ``plastic-jax benchmark`` (shared by scripts/benchmark.py)."""
     p.add_argument("--rule", type=_csv(RULE_CHOICES), default=DEFAULT_RULES,
                    help="rules, comma-separated: f0, bio, pool, pool-per-layer (default: f0,bio,pool)")
-    p.add_argument("--feedback", type=_csv(FEEDBACK_CHOICES), default=FEEDBACK_CHOICES,
-                   help="feedback modes (default: fa,bp)")
+    p.add_argument("--feedback", type=_csv(FEEDBACK_CHOICES), default=DEFAULT_FEEDBACK,
+                   help="feedback modes, comma-separated, of " + ",".join(FEEDBACK_CHOICES) + " (default: fa,bp)")
     p.add_argument("--estimator", type=_csv(ESTIMATOR_CHOICES), default=DEFAULT_ESTIMATORS,
                    help="meta-gradient estimators (default: reverse,reverse-remat,forward,adjoint; auto "
                         "is reported with the estimator it picks)")
@@ -171,7 +172,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     spec = EpisodeSpec(sizes, M, T // M, Q, mb)
     ci = synthetic_class_index(T, sizes)
     est = case["estimator"]
-    resolved = choose_estimator(rule.n_theta) if est == "auto" else est
+    resolved = choose_estimator(rule.n_theta, rule.feedback) if est == "auto" else est
     base_rss = _rss_mb()
     opt = optax.adam(1e-3)
     state = meta_init(initial_theta(rule), opt)
@@ -209,7 +210,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         "episodes_per_s": round(mb / (ms / 1e3), 2), "repeats": case["repeats"],
         "sizes": list(sizes), "device": f"{dev.platform}:{dev.device_kind}",
     }
-    if case.get("naive"):
+    if case.get("naive") and case["feedback"] in ("bp", "fa"):  # the naive port has the paper's two
         naive = naive_baseline_ms(rule, sizes, ci)
         rec["naive_ms"] = round(naive, 1)
         rec["speedup_vs_naive"] = round(naive / ms, 1)
@@ -226,7 +227,7 @@ def _estimate_mem_gb(est: str, rule: str, T: int, mb: int, sizes) -> float:
 
     n = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     R = len(RULES[rule.removesuffix("-per-layer")]) * (len(sizes) - 1 if rule.endswith("-per-layer") else 1)
-    est = choose_estimator(R) if est == "auto" else est
+    est = choose_estimator(R) if est == "auto" else est  # bp/fa cost model (an estimate)
     snapshots = {"reverse": T, "reverse-remat": T // remat_segment_length(T) + remat_segment_length(T),
                  "forward": 2 * (1 + R), "adjoint": 5}[est]
     return 4 * n * snapshots * mb * 1.5 / 1e9

@@ -200,9 +200,16 @@ def check_weights(where: str, rule: Any, W: Sequence[Any], B: Sequence[Any] | No
     if any(len(s) != 2 for s in shapes) or any(a[0] != b[1] for a, b in zip(shapes, shapes[1:])):
         fail(where, f"W must be chained (n_l, n_(l-1)) matrices, got shapes {shapes}")
     if B is not None:
-        if not isinstance(B, (tuple, list)) or [tuple(b.shape) for b in B] != shapes:
+        from plastic_jax.feedback import DIRECT_MODES, feedback_shapes
+
+        feedback = getattr(rule, "feedback", "fa")
+        sizes = [shapes[0][1]] + [s[0] for s in shapes]
+        want = feedback_shapes(feedback, sizes)
+        if not isinstance(B, (tuple, list)) or [tuple(b.shape) for b in B] != want:
             got = [tuple(b.shape) for b in B] if isinstance(B, (tuple, list)) else type(B).__name__
-            fail(where, f"B must match W's shapes {shapes}, got {got}")
+            what = (f"W's shapes then the direct matrices (feedback {feedback!r}: draw them with "
+                    "episode.draw or feedback.init_direct)" if feedback in DIRECT_MODES else "W's shapes")
+            fail(where, f"B must have {what} {want}, got {got}")
 
 
 def check_stream(where: str, W: Sequence[Any], x: Any, label: Any, stream: bool,

@@ -224,7 +224,11 @@ class TrainConfig:
         None, "one rule per weight layer, e.g. f0,ehebb,f0 with --hidden 100,100 (a layer may also be "
         "'+'-joined term ids, e.g. 0+2); overrides --rule and --terms; a term's coefficient is shared by "
         "every layer that uses it", group=RULE, check=_non_empty)
-    feedback: str = setting("fa", "teaching-signal pathway: bp (B = W) or fa (fixed random B)", group=RULE,
+    feedback: str = setting(
+        "fa", "teaching-signal pathway: bp (B = W), fa (fixed random B), dfa (direct: every layer from the "
+        "output error), sign (sign(W)·|random|), kp (Kolen-Pollack: B gets W's own update), plastic (B "
+        "has its own meta-learned rule Θ^B, logged as B:kp, B:decay, B:err) or routing (a meta-learned "
+        "gate per layer mixes fa and dfa, logged as gate@<layer>); docs/METHOD.md §9", group=RULE,
                             choices=_feedback_modes, noun="feedback", evaluate=True)
     bp_grad: str = setting(
         "frozen", "with --feedback bp, whether the meta-gradient holds B = W constant as the paper's "

@@ -37,8 +37,8 @@ from jax.extend.core import Literal
 from plastic_jax import checks
 from plastic_jax.adjoint import adapt_adjoint
 from plastic_jax.episode import EpisodeSpec, batch_loss, draw, mean_over_tasks
-from plastic_jax.feedback import feedback_matrices
-from plastic_jax.inner import Rule, online_step, query_loss
+from plastic_jax.feedback import STATEFUL_MODES, feedback_matrices
+from plastic_jax.inner import Rule, online_step, query_loss, state_step
 from plastic_jax.network import BETA, Weights, softplus, softplus_grad_from_y
 from plastic_jax.plasticity import VECTOR_NAMES, Fused, Vectors, apply_fused, fuse
 
@@ -49,6 +49,11 @@ from plastic_jax.plasticity import VECTOR_NAMES, Fused, Vectors, apply_fused, fu
 #: reverse and reverse-remat 19–31. So forward mode wins only at R = 1 (it has no backward scan),
 #: the adjoint from R = 3 (bio) on; R = 2 (not measured) goes to the adjoint by 1 + c·R ≈ 3.5–4.
 AUTO_FORWARD_MAX_R = 1
+#: the feedback modes with hand-written forward-mode and adjoint steps; the others go the generic
+#: way (``forward_state_step``; ``adjoint.py``'s generic backward)
+PLAIN_MODES = ("bp", "fa")
+#: ``auto`` for the other modes (measured: see ``choose_estimator``)
+GENERIC_AUTO = "adjoint"
 
 # ----------------------------------------------------------------------------- reverse
 
@@ -80,26 +85,27 @@ def adapt_remat(theta, rule: Rule, W: Weights, B: Weights, xs, labels, seg: int 
     n, rem = divmod(T, seg)
 
     @jax.checkpoint
-    def segment(W, theta, B, xs_seg, ys_seg):
-        def body(W, xy):
-            return online_step(theta, rule, W, B, *xy), None
+    def segment(WB, theta, xs_seg, ys_seg):
+        def body(WB, xy):
+            return state_step(theta, rule, *WB, *xy), None
 
-        return jax.lax.scan(body, W, (xs_seg, ys_seg))[0]
+        return jax.lax.scan(body, WB, (xs_seg, ys_seg))[0]
 
+    WB = (tuple(W), tuple(B))
     if n:
         xs_main = xs[: n * seg].reshape(n, seg, *xs.shape[1:])
         ys_main = labels[: n * seg].reshape(n, seg)
-        W, _ = jax.lax.scan(lambda W, xy: (segment(W, theta, B, *xy), None), W, (xs_main, ys_main))
+        WB, _ = jax.lax.scan(lambda WB, xy: (segment(WB, theta, *xy), None), WB, (xs_main, ys_main))
     if rem:
-        W = segment(W, theta, B, xs[n * seg :], labels[n * seg :])
-    return W
+        WB = segment(WB, theta, xs[n * seg :], labels[n * seg :])
+    return WB[0]
 
 
 def remat_batch_loss(theta, rule: Rule, spec, key, ci):
     """``meta.batch_loss`` with the checkpointed scan: (mean loss, mean accuracy)."""
 
     def per_task(k):
-        task, W, B = draw(spec, k, ci, theta.dtype)
+        task, W, B = draw(spec, k, ci, theta.dtype, rule.feedback)
         W = adapt_remat(theta, rule, W, B, task.xs, task.ys)
         return query_loss(W, task.xq, task.yq)
 
@@ -306,19 +312,53 @@ def forward_online_step_generic(
     return new_W, jax.vmap(tangent)(directions, dW)
 
 
+def forward_state_step(
+    theta: jax.Array,
+    rule: Rule,
+    W: Weights,
+    B: Weights,
+    dW: Weights,
+    dB: Weights | None,
+    x: jax.Array,
+    label: jax.Array,
+) -> tuple[Weights, Weights, Weights, Weights | None]:
+    """``inner.state_step`` and its forward-mode tangents, by ``jax.linearize`` vmapped over the
+    R directions (the generic route, for the feedback modes beyond ``bp``/``fa``). dW as in
+    ``forward_online_step``; dB (R, …) stacks B's tangents under ``kp``/``plastic`` (B changes
+    with Θ there), None for the modes whose B is constant. Returns (W, B, dW, dB) updated."""
+    directions = jnp.eye(theta.shape[0], dtype=theta.dtype)
+    if dB is None:
+        step = lambda th, W_: state_step(th, rule, W_, B, x, label)[0]  # noqa: E731
+        new_W, tangent = jax.linearize(step, theta, W)
+        return new_W, B, jax.vmap(tangent)(directions, dW), None
+    step = lambda th, W_, B_: state_step(th, rule, W_, B_, x, label)  # noqa: E731
+    (new_W, new_B), tangent = jax.linearize(step, theta, W, B)
+    new_dW, new_dB = jax.vmap(tangent)(directions, dW, dB)
+    return new_W, new_B, new_dW, new_dB
+
+
 def forward_task(
     theta, rule: Rule, spec, key, ci, step: Callable = forward_online_step
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One task by forward mode: (query loss, accuracy, d loss/dθ (R,)); ``step`` is
-    ``forward_online_step`` or ``forward_online_step_generic``."""
-    task, W, B = draw(spec, key, ci, theta.dtype)
+    ``forward_online_step`` or ``forward_online_step_generic`` (``bp``, ``fa``); the other
+    feedback modes always take ``forward_state_step``."""
+    task, W, B = draw(spec, key, ci, theta.dtype, rule.feedback)
     R = theta.shape[0]
     dW = tuple(jnp.zeros((R, *w.shape), w.dtype) for w in W)
 
-    def body(carry, xy):
-        return step(theta, rule, *carry, B, *xy), None
+    if rule.feedback in PLAIN_MODES:
+        def body(carry, xy):
+            return step(theta, rule, *carry, B, *xy), None
 
-    (W, dW), _ = jax.lax.scan(body, (W, dW), (task.xs, task.ys))
+        (W, dW), _ = jax.lax.scan(body, (W, dW), (task.xs, task.ys))
+    else:
+        dB = tuple(jnp.zeros((R, *b.shape), b.dtype) for b in B) if rule.feedback in STATEFUL_MODES else None
+
+        def body(carry, xy):
+            return forward_state_step(theta, rule, *carry, *xy), None
+
+        (W, B, dW, dB), _ = jax.lax.scan(body, (W, tuple(B), dW, dB), (task.xs, task.ys))
     loss_fn = lambda W_: query_loss(W_, task.xq, task.yq)  # noqa: E731
     (loss, acc) = loss_fn(W)
 
@@ -343,7 +383,7 @@ def adjoint_batch_loss(theta, rule: Rule, spec, key, ci, backward: str = "fast")
     """``meta.batch_loss`` with ``adjoint.adapt_adjoint``: (mean loss, mean accuracy)."""
 
     def per_task(k):
-        task, W, B = draw(spec, k, ci, theta.dtype)
+        task, W, B = draw(spec, k, ci, theta.dtype, rule.feedback)
         W = adapt_adjoint(theta, rule, W, B, task.xs, task.ys, backward)
         return query_loss(W, task.xq, task.yq)
 
@@ -366,18 +406,21 @@ def adjoint_generic_grad(theta, rule: Rule, spec, key, ci):
 # ----------------------------------------------------------------------------- auto
 
 
-def choose_estimator(n_theta: int) -> str:
-    """The cost model behind ``auto``, for Θ of ``n_theta`` entries (``Rule.n_theta``): forward
-    mode costs about (1 + c·R) forward episodes and grows with R; the adjoint costs 2–4.4 forward
-    episodes whatever R (reverse-remat 19–31). Crossover between R = 1 and R = 3
-    (``AUTO_FORWARD_MAX_R``; docs/PERFORMANCE.md)."""
+def choose_estimator(n_theta: int, feedback: str = "fa") -> str:
+    """The cost model behind ``auto``, for Θ of ``n_theta`` entries (``Rule.n_theta``) and the
+    feedback mode: forward mode costs about (1 + c·R) forward episodes and grows with R; the
+    adjoint costs 2–4.4 forward episodes whatever R (reverse-remat 19–31). Crossover between
+    R = 1 and R = 3 (``AUTO_FORWARD_MAX_R``; docs/PERFORMANCE.md). The other feedback modes have
+    only the generic steps (``GENERIC_AUTO``)."""
+    if feedback not in PLAIN_MODES:
+        return GENERIC_AUTO
     return "forward" if n_theta <= AUTO_FORWARD_MAX_R else "adjoint"
 
 
 def auto_grad(theta, rule: Rule, spec, key, ci):
     """``forward`` for a single θ, the ``adjoint`` otherwise (``choose_estimator``)."""
     checks.check_episode("auto_grad", theta, rule, spec, ci)
-    return ESTIMATORS[choose_estimator(rule.n_theta)](theta, rule, spec, key, ci)
+    return ESTIMATORS[choose_estimator(rule.n_theta, rule.feedback)](theta, rule, spec, key, ci)
 
 
 ESTIMATORS: dict[str, Callable] = {

@@ -109,7 +109,7 @@ def check_training_memory(cfg: TrainConfig, spec: EpisodeSpec, n_terms: int, dev
     from plastic_jax.estimators import choose_estimator, remat_segment_length
 
     n, T = n_weights(spec.sizes), spec.M * spec.K
-    est = choose_estimator(n_terms) if cfg.estimator == "auto" else cfg.estimator
+    est = choose_estimator(n_terms, cfg.feedback) if cfg.estimator == "auto" else cfg.estimator
     if est == "reverse":
         copies = 2 + T
     elif est == "reverse-remat":

@@ -15,9 +15,17 @@ import jax.numpy as jnp
 import optax
 
 from plastic_jax import checks
-from plastic_jax.feedback import BP_GRADS, FEEDBACK_MODES, feedback_matrices, teaching_signals
+from plastic_jax.feedback import (
+    BP_GRADS,
+    FEEDBACK_MODES,
+    STATEFUL_MODES,
+    feedback_fused,
+    feedback_labels,
+    n_feedback_params,
+    signals,
+)
 from plastic_jax.network import Weights, forward
-from plastic_jax.plasticity import PAPER_POOLS, Pool, Term, layer_update, union_terms, with_reading
+from plastic_jax.plasticity import PAPER_POOLS, Pool, Term, Vectors, apply_fused, fuse, union_terms, with_reading
 
 #: readings of terms F5–F8 (docs/METHOD.md §3)
 F5_F8_READINGS = tuple(PAPER_POOLS)
@@ -27,7 +35,10 @@ class Rule(NamedTuple):
     """Static description of a plasticity rule (hashable: usable as a jit static argument).
 
     layer_terms: one tuple of term ids per weight layer (L entries).
-    feedback: ``"bp"`` or ``"fa"``.
+    feedback: a feedback pathway (``feedback.FEEDBACK_MODES``: ``"bp"``, ``"fa"``, ``"dfa"``,
+      ``"sign"``, ``"kp"``, ``"plastic"``, ``"routing"``; docs/METHOD.md §9). ``plastic`` and
+      ``routing`` add their meta-parameters (Θ^B, the gates' φ) after the plasticity
+      coefficients in Θ (``n_feedback``).
     bp_grad: with ``bp``, ``"frozen"`` (the paper's code: the meta-gradient holds B = W constant)
       or ``"through"`` (the exact gradient through B = W); see ``feedback.feedback_matrices``.
     f5_f8: the reading of terms F5–F8, ``"matrix"`` or ``"elementwise"`` (docs/METHOD.md §3).
@@ -62,26 +73,44 @@ class Rule(NamedTuple):
         return len(self.layer_terms)
 
     @property
-    def n_theta(self) -> int:
-        """Entries of Θ: R = len(terms), or L·R with ``per_layer``."""
+    def n_plastic(self) -> int:
+        """Plasticity coefficients in Θ: R = len(terms), or L·R with ``per_layer``."""
         return len(self.terms) * (self.n_layers if self.per_layer else 1)
+
+    @property
+    def n_feedback(self) -> int:
+        """The feedback mode's meta-parameters after them (``feedback.n_feedback_params``)."""
+        return n_feedback_params(self.feedback, self.n_layers)
+
+    @property
+    def n_theta(self) -> int:
+        """Entries of Θ: ``n_plastic`` + ``n_feedback``."""
+        return self.n_plastic + self.n_feedback
+
+    def plastic_theta(self, theta: jax.Array) -> jax.Array:
+        """The plasticity coefficients of Θ (its first ``n_plastic`` entries)."""
+        return theta[:self.n_plastic] if self.n_feedback else theta
+
+    def feedback_params(self, theta: jax.Array) -> jax.Array | None:
+        """The feedback mode's meta-parameters (Θ^B or the gates' φ), or None."""
+        return theta[self.n_plastic:] if self.n_feedback else None
 
     def layer_theta(self, theta: jax.Array, layer: int) -> jax.Array:
         """The coefficients weight layer ``layer`` (0-based) applies, indexed like ``terms``:
-        Θ itself when shared, its row Θ[ℓ·R:(ℓ+1)·R] with ``per_layer``."""
+        the plasticity part of Θ when shared, its row Θ[ℓ·R:(ℓ+1)·R] with ``per_layer``."""
         if not self.per_layer:
-            return theta
+            return self.plastic_theta(theta)
         R = len(self.terms)
         return theta[layer * R:(layer + 1) * R]
 
     def theta_labels(self) -> tuple[str, ...]:
         """One label per entry of Θ, as metrics.jsonl and summary.json key it: "F<id>" ("F0"), with
         ``per_layer`` "F<id>@<layer>", the layer 1-based ("F0@1", "F2@1", …, "F0@2", …, layer-major
-        like Θ)."""
+        like Θ); then the feedback mode's (``feedback.feedback_labels``: "B:kp", "gate@0", …)."""
         names = [f"F{r}" for r in self.terms]
-        if not self.per_layer:
-            return tuple(names)
-        return tuple(f"{n}@{l + 1}" for l in range(self.n_layers) for n in names)
+        if self.per_layer:
+            names = [f"{n}@{l + 1}" for l in range(self.n_layers) for n in names]
+        return tuple(names) + feedback_labels(self.feedback, self.n_layers)
 
 
 def make_rule(
@@ -145,10 +174,44 @@ def make_rule(
 
 def initial_theta(rule: Rule, dtype=jnp.float32, theta0: float = 1e-3) -> jax.Array:
     """docs/METHOD.md §5: θ_0 = 1e-3, every other θ_r = 0; shape (rule.n_theta,) (with
-    ``per_layer`` every layer's row starts so)."""
+    ``per_layer`` every layer's row starts so). The feedback mode's meta-parameters start at 0
+    (Θ^B = 0: ``plastic`` starts as ``fa``; φ = 0: every routing gate at ½)."""
     checks.check_rule("initial_theta", rule)
     row = [theta0 if r == 0 else 0.0 for r in rule.terms]
-    return jnp.array(row * (rule.n_layers if rule.per_layer else 1), dtype)
+    return jnp.array(row * (rule.n_layers if rule.per_layer else 1) + [0.0] * rule.n_feedback, dtype)
+
+
+def step_factors(theta: jax.Array, rule: Rule, W: Weights, B: Weights, x: jax.Array, label: jax.Array):
+    """One online step's ingredients: each layer's fused update of W (``plasticity.Fused``) and,
+    for the modes whose B changes (``kp``, ``plastic``), each layer's fused update of B (else
+    None). Shapes as ``online_step``."""
+    act = forward(W, x)
+    pool = rule.term_pool
+    need_e0 = any(pool[r].needs_e_pre for r in rule.layer_terms[0])
+    phi = rule.feedback_params(theta)
+    es = signals(rule.feedback, W, B, phi, act, label, need_e0=need_e0, bp_grad=rule.bp_grad)
+    fW, fB = [], []
+    for i in range(len(W)):
+        v = Vectors(W[i], act.ys[i], act.ys[i + 1], es[i], es[i + 1], act.zs[i])
+        f = fuse(rule.layer_theta(theta, i), rule.terms, rule.layer_terms[i], v, pool)
+        fW.append(f)
+        if rule.feedback in STATEFUL_MODES:
+            fB.append(feedback_fused(rule.feedback, f, phi, es[i + 1], act.ys[i]))
+    return tuple(fW), (tuple(fB) if fB else None)
+
+
+def state_step(
+    theta: jax.Array, rule: Rule, W: Weights, B: Weights, x: jax.Array, label: jax.Array
+) -> tuple[Weights, Weights]:
+    """``online_step`` and the feedback state's own step: (new W, new B). B is returned unchanged
+    except under ``kp`` and ``plastic`` (``feedback.feedback_fused``), where its first L matrices
+    change."""
+    fW, fB = step_factors(theta, rule, W, B, x, label)
+    new_W = tuple(apply_fused(w, f) for w, f in zip(W, fW))
+    if fB is None:
+        return new_W, B
+    L = len(W)
+    return new_W, tuple(apply_fused(b, f) for b, f in zip(B[:L], fB)) + tuple(B[L:])
 
 
 def online_step(
@@ -161,41 +224,41 @@ def online_step(
 ) -> Weights:
     """One online update: forward, teaching signals, W_l ← W_l + Σ θ_r F^r for every layer.
 
-    W, B: tuples of (n_ℓ, n_{ℓ-1}); theta (rule.n_theta,); x: (n_0,), label: () int.
-    All layers use the pre-update weights and errors; the update of each layer is built from the
-    declarations of ``rule.term_pool`` (``plasticity.layer_update``).
+    W: tuple of (n_ℓ, n_{ℓ-1}); B: the feedback state (``feedback.feedback_shapes``: W's shapes,
+    plus the direct matrices for ``dfa``/``routing``); theta (rule.n_theta,); x: (n_0,),
+    label: () int. All layers use the pre-update weights and errors; the update of each layer is
+    built from the declarations of ``rule.term_pool`` (``plasticity.fuse``). Returns the new W
+    (``state_step`` also returns the new B of ``kp``/``plastic``).
     """
     checks.check_theta("online_step", theta, rule)
     checks.check_weights("online_step", rule, W, B)
     checks.check_stream("online_step", W, x, label, stream=False)
-    act = forward(W, x)
-    pool = rule.term_pool
-    need_e0 = any(pool[r].needs_e_pre for r in rule.layer_terms[0])
-    es = teaching_signals(act, label, feedback_matrices(rule.feedback, W, B, rule.bp_grad),
-                           need_e0=need_e0)
-    terms = rule.terms
-    return tuple(
-        layer_update(
-            rule.layer_theta(theta, i), terms, rule.layer_terms[i], W[i],
-            pre=act.ys[i], post=act.ys[i + 1], e_pre=es[i], e_post=es[i + 1], z=act.zs[i], pool=pool,
-        )
-        for i in range(len(W))
-    )
+    fW, _ = step_factors(theta, rule, W, B, x, label)
+    return tuple(apply_fused(w, f) for w, f in zip(W, fW))
+
+
+def adapt_with_feedback(
+    theta: jax.Array, rule: Rule, W: Weights, B: Weights, xs: jax.Array, labels: jax.Array
+) -> tuple[Weights, Weights]:
+    """Online learning over the stream xs (T, n_0), labels (T,): the adapted (W, B) (B changes
+    only under ``kp`` and ``plastic``)."""
+    checks.check_theta("adapt", theta, rule)
+    checks.check_weights("adapt", rule, W, B)
+    checks.check_stream("adapt", W, xs, labels, stream=True)
+    B = tuple(B)
+
+    def body(WB, xy):
+        return state_step(theta, rule, *WB, *xy), None
+
+    (W, B), _ = jax.lax.scan(body, (tuple(W), B), (xs, labels))
+    return W, B
 
 
 def adapt(
     theta: jax.Array, rule: Rule, W: Weights, B: Weights, xs: jax.Array, labels: jax.Array
 ) -> Weights:
     """Online learning over the stream: xs (T, n_0), labels (T,). Returns the adapted W."""
-    checks.check_theta("adapt", theta, rule)
-    checks.check_weights("adapt", rule, W, B)
-    checks.check_stream("adapt", W, xs, labels, stream=True)
-
-    def body(W, xy):
-        return online_step(theta, rule, W, B, *xy), None
-
-    W, _ = jax.lax.scan(body, W, (xs, labels))
-    return W
+    return adapt_with_feedback(theta, rule, W, B, xs, labels)[0]
 
 
 def query_loss(W: Weights, xq: jax.Array, yq: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -29,9 +29,15 @@ class MetaState(NamedTuple):
     skips: jax.Array  # () int32: consecutive non-finite updates skipped
 
 
-def l1_penalty(theta: jax.Array, l1: float) -> tuple[jax.Array, jax.Array]:
-    """λ Σ_r |θ_r| and its subgradient λ·sign(θ) (0 at θ_r = 0, so an unused term stays put)."""
-    return l1 * jnp.sum(jnp.abs(theta)), l1 * jnp.sign(theta)
+def l1_penalty(theta: jax.Array, l1: float, n: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """λ Σ_r |θ_r| and its subgradient λ·sign(θ) (0 at θ_r = 0, so an unused term stays put),
+    over the first ``n`` entries of Θ (all when None): the plasticity coefficients
+    (``Rule.n_plastic``), not the feedback mode's Θ^B or gate parameters, which are not
+    penalised (docs/METHOD.md §9)."""
+    if n is None or n == theta.shape[0]:
+        return l1 * jnp.sum(jnp.abs(theta)), l1 * jnp.sign(theta)
+    mask = (jnp.arange(theta.shape[0]) < n).astype(theta.dtype)
+    return l1 * jnp.sum(jnp.abs(theta) * mask), l1 * jnp.sign(theta) * mask
 
 
 def meta_init(theta: jax.Array, optimizer: optax.GradientTransformation) -> MetaState:
@@ -67,7 +73,7 @@ def meta_step(
     """
     checks.check_meta_step("meta_step", state, rule, spec, ci, optimizer, l1, estimator)
     (loss, acc), grad = estimator(state.theta, rule, spec, key, ci)
-    pen, pen_grad = l1_penalty(state.theta, l1)
+    pen, pen_grad = l1_penalty(state.theta, l1, rule.n_plastic)
     grad = grad + pen_grad
     meta_loss = loss + pen
     updates, opt_state = optimizer.update(grad, state.opt_state, state.theta)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from plastic_jax.data.sampler import ClassIndex
 from plastic_jax.episode import EpisodeSpec, mean_over_tasks, run
-from plastic_jax.feedback import bp_signals, feedback_matrices, teaching_signals
+from plastic_jax.feedback import bp_signals, signals
 from plastic_jax.inner import Rule
 from plastic_jax.network import Weights, forward
 
@@ -38,13 +38,19 @@ def angle_deg(u: jax.Array, v: jax.Array, eps: float = 1e-30) -> jax.Array:
     return jnp.degrees(2.0 * jnp.arctan2(d, s))
 
 
-def alignment_angles(W: Weights, B: Weights, feedback: str, xq: jax.Array, yq: jax.Array) -> jax.Array:
+def alignment_angles(W: Weights, B: Weights, feedback: str, xq: jax.Array, yq: jax.Array,
+                     phi: jax.Array | None = None) -> jax.Array:
     """α_ℓ for ℓ = 1 … L, shape (L,), in degrees.
 
-    W, B: adapted weights and the episode's feedback matrices; xq (N, n_0), yq (N,).
+    W, B: adapted weights and the episode's feedback state at the end of the episode (B changes
+    under ``kp``/``plastic``); xq (N, n_0), yq (N,); phi: the mode's meta-parameters
+    (``Rule.feedback_params``; the routing gates), None for the other modes. The run's signals
+    are those of its own mode (``feedback.signals``); backprop's go through the same W.
     """
+    if feedback == "routing" and phi is None:
+        raise ValueError("alignment_angles: feedback 'routing' needs phi, the gates' parameters")
     act = forward(W, xq)
-    e_run = teaching_signals(act, yq, feedback_matrices(feedback, W, B), need_e0=False)
+    e_run = signals(feedback, W, B, phi, act, yq, need_e0=False)
     e_bp = bp_signals(W, xq, yq)
     return jnp.stack([angle_deg(a.mean(axis=0), b.mean(axis=0)) for a, b in zip(e_run[1:], e_bp[1:])])
 
@@ -74,7 +80,8 @@ def episode_analysis(
     def one(k):
         out = run(theta, rule, spec, k, ci)
         return {
-            "alignment": alignment_angles(out.W, out.B, rule.feedback, out.task.xq, out.task.yq),
+            "alignment": alignment_angles(out.W, out.B, rule.feedback, out.task.xq, out.task.yq,
+                                          rule.feedback_params(theta)),
             "orthonormality": orthonormality_errors(out.W, out.task.xq),
             "accuracy": out.accuracy,
         }
