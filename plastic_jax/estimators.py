@@ -52,8 +52,12 @@ AUTO_FORWARD_MAX_R = 1
 #: the feedback modes with hand-written forward-mode and adjoint steps; the others go the generic
 #: way (``forward_state_step``; ``adjoint.py``'s generic backward)
 PLAIN_MODES = ("bp", "fa")
-#: ``auto`` for the other modes (measured: see ``choose_estimator``)
-GENERIC_AUTO = "adjoint"
+#: ``auto`` for the other modes: generic forward mode up to this many entries of Θ, else
+#: ``reverse-remat``. Measured (EMNIST-sized network, T = 250, meta-batch 1, loaded 2-core CPU,
+#: one benchmark run; docs/PERFORMANCE.md): forward mode 2.6 forward episodes for f0+kp (R = 1),
+#: 10.6 for bio+kp (R = 3), 16 for f0+routing (R = 5), where reverse-remat took 7.4; the generic
+#: adjoint (``jax.vjp`` of the step at every step, B rebuilt too) 10.6–129, never the fastest.
+GENERIC_FORWARD_MAX_R = 3
 
 # ----------------------------------------------------------------------------- reverse
 
@@ -411,9 +415,9 @@ def choose_estimator(n_theta: int, feedback: str = "fa") -> str:
     feedback mode: forward mode costs about (1 + c·R) forward episodes and grows with R; the
     adjoint costs 2–4.4 forward episodes whatever R (reverse-remat 19–31). Crossover between
     R = 1 and R = 3 (``AUTO_FORWARD_MAX_R``; docs/PERFORMANCE.md). The other feedback modes have
-    only the generic steps (``GENERIC_AUTO``)."""
+    only the generic steps (``GENERIC_FORWARD_MAX_R``)."""
     if feedback not in PLAIN_MODES:
-        return GENERIC_AUTO
+        return "forward" if n_theta <= GENERIC_FORWARD_MAX_R else "reverse-remat"
     return "forward" if n_theta <= AUTO_FORWARD_MAX_R else "adjoint"
 
 
