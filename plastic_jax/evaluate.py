@@ -1,19 +1,26 @@
 """Meta-test (``plastic-jax evaluate``): a fixed Θ on new tasks from the held-out classes.
 
 Fresh networks learn each task online with the rule's Θ (no meta-learning here); the mean query
-accuracy over N tasks is compared with two baselines on *the same tasks* (same task keys, hence
+accuracy over N tasks is compared with the baselines on *the same tasks* (same task keys, hence
 the same examples, stream order, initial W and feedback B):
 
 - ``learned``: the run's rule and Θ (``summary.json``, else the last ``metrics.jsonl`` record of
   the chosen seed), or a rule and Θ given by hand (``--rule``/``--terms`` with ``--theta``);
 - ``f0+bp``: online SGD, W ← W + θ_0 F0 with B = W;
-- ``f0+fa``: feedback alignment, the same with fixed random B.
+- ``f0+fa``: feedback alignment, the same with fixed random B;
+- ``f0+<mode>``, only when the rule's feedback is another mode (``dfa``, ``sign``, ``kp``,
+  ``plastic``, ``routing``; ``baselines``): the same F0 with the run's own feedback, so that the
+  learned rule is also compared with plain F0 under the teaching signals it was trained with.
+  ``plastic`` and ``routing`` have meta-parameters of their own after θ_0 in Θ; this baseline
+  keeps them at their initial values (``baseline_theta``; ``inner.initial_theta``): Θ^B = 0
+  (``plastic`` then starts as, and here stays, ``fa``) and φ = 0 (every routing gate at ½). Its
+  ``theta`` in the results lists them, and its ``theta_source`` says so.
 
 **Baseline θ_0.** By default each baseline's θ_0 is the best of a small log grid
 (``BASELINE_GRID``) by mean query accuracy on ``--tune-tasks`` tasks drawn from the
 *meta-training* classes (other keys than the test tasks): the baselines get the same data to
 tune on that the learned rule was meta-trained on, and never see the held-out classes.
-``--baseline-lr`` fixes θ_0 for both instead.
+``--baseline-lr`` fixes θ_0 for every baseline instead.
 
 **Interval.** 95% t-interval over tasks: mean ± t_{0.975, N-1} · s / √N (s: sample standard
 deviation, ddof = 1). Paired differences (learned − baseline, same tasks) get the same interval.
@@ -70,7 +77,7 @@ TUNE_STREAM = 2**31 - 2
 @functools.partial(jax.jit, static_argnames=("rule", "spec"))
 def task_accuracies(thetas: jax.Array, keys: jax.Array, ci: ClassIndex, *, rule: Rule,
                     spec: EpisodeSpec) -> jax.Array:
-    """Query accuracy of every Θ on every task: thetas (G, R), keys (N, 2) → (G, N).
+    """Query accuracy of every Θ on every task: thetas (G, ``rule.n_theta``), keys (N, 2) → (G, N).
 
     A task key draws the task and the initial network exactly as in meta-training
     (``episode.task_loss``), so the same keys mean the same tasks for every rule.
@@ -101,16 +108,45 @@ def mean_ci95(values: np.ndarray) -> tuple[float, tuple[float, float]]:
     return mean, (mean - half, mean + half)
 
 
+#: the baselines every meta-test has, by feedback mode
+BASELINE_FEEDBACKS = ("bp", "fa")
+
+
+def baselines(feedback: str) -> tuple[str, ...]:
+    """The feedback modes of the baselines for a rule with ``feedback``: ``bp`` and ``fa``, and
+    the rule's own mode when it is another one (``f0+dfa``, ``f0+routing``, …)."""
+    return BASELINE_FEEDBACKS + (() if feedback in BASELINE_FEEDBACKS else (feedback,))
+
+
 def baseline_rule(feedback: str, n_layers: int) -> Rule:
     """``f0`` on every layer with ``feedback``."""
     return make_rule(layer_terms=((0,),) * n_layers, feedback=feedback)
 
 
+def baseline_theta(rule: Rule, theta0: float) -> np.ndarray:
+    """Θ of a baseline ``rule`` (``baseline_rule``): θ_0, then the feedback mode's meta-parameters
+    at their initial values (``inner.initial_theta``: Θ^B = 0, φ = 0 → gates ½), shape
+    (``rule.n_theta``,)."""
+    return np.array([theta0] + [0.0] * rule.n_feedback, np.float32)
+
+
+def baseline_note(rule: Rule) -> str:
+    """What a baseline's Θ holds besides θ_0 ('' when nothing): the mode's initial meta-parameters."""
+    if not rule.n_feedback:
+        return ""
+    labels = rule.theta_labels()[1:]
+    what = {"plastic": "Θ^B = 0, B as in fa", "routing": "φ = 0, every gate sigmoid(φ) = ½"}.get(
+        rule.feedback, "0")
+    return f"; {', '.join(labels)} at the mode's initial values ({what})"
+
+
 def tune_baseline(feedback: str, n_layers: int, spec: EpisodeSpec, ci: ClassIndex, keys: jax.Array,
                   grid: tuple[float, ...]) -> tuple[float, list[float]]:
-    """Best θ_0 of ``grid`` for ``f0`` with ``feedback`` by mean accuracy on the tasks of ``keys``."""
+    """Best θ_0 of ``grid`` for ``f0`` with ``feedback`` by mean accuracy on the tasks of ``keys``
+    (the mode's own meta-parameters, if any, at their initial values: ``baseline_theta``)."""
     rule = baseline_rule(feedback, n_layers)
-    accs = np.asarray(task_accuracies(jnp.asarray(grid, jnp.float32)[:, None], keys, ci, rule=rule, spec=spec))
+    rows = np.stack([baseline_theta(rule, v) for v in grid])
+    accs = np.asarray(task_accuracies(jnp.asarray(rows, jnp.float32), keys, ci, rule=rule, spec=spec))
     means = [float(m) for m in np.nan_to_num(accs, nan=0.0).mean(axis=1)]
     return float(grid[int(np.argmax(means))]), means
 
@@ -261,16 +297,19 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
                   tune_tasks: int = 20, run_dir: str | None = None, label: str = "given",
                   seeds: list[int] | None = None, progress: bool = False) -> dict[str, Any]:
     """Meta-test the rule of ``cfg`` (rule/terms/layer_rules, feedback, f5_f8) with Θ = ``theta``
-    (one value per term, in increasing term order) on ``tasks`` tasks from ``cfg``'s held-out
-    classes, against f0+bp and f0+fa on the same tasks; returns the JSON-ready results.
+    (one value per term, in increasing term order, then the feedback mode's meta-parameters:
+    ``Rule.theta_labels``) on ``tasks`` tasks from ``cfg``'s held-out classes, against f0+bp and
+    f0+fa (and f0+<mode> for another feedback mode: ``baselines``) on the same tasks; returns the
+    JSON-ready results.
 
     ``theta`` may hold one row per meta-training seed (``seeds``: their seed numbers): the rule's
     accuracy on a task is then the mean over the seeds, ``per_seed`` has each seed's results and
     ``across_seeds`` the 95% t-interval over the seeds' means (None for one seed). ``label``: the
     rule's name in the results, "given" for a Θ by hand, "learned" for a run's (``evaluate_run``).
     The baselines' θ_0 is ``baseline_lr``, else the best of ``baseline_grid`` on ``tune_tasks``
-    tasks from the meta-training classes. ``seed`` seeds the test and tuning tasks. ``progress``:
-    say on stderr what runs and how long it took.
+    tasks from the meta-training classes; a baseline's feedback meta-parameters (``plastic``,
+    ``routing``) stay at their initial values (``baseline_theta``). ``seed`` seeds the test and
+    tuning tasks. ``progress``: say on stderr what runs and how long it took.
     """
     _check_options(tasks, tune_tasks, tuple(baseline_grid), baseline_lr, seed)
     rows = np.asarray(theta, np.float64)
@@ -288,10 +327,12 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
     ci_test = build_class_index(data, test_classes)
 
     n_layers = rule.n_layers
+    feedbacks = baselines(rule.feedback)
+    names = [f"f0+{fb}" for fb in feedbacks]
     test_keys = stream_keys(seed, EVAL_STREAM, tasks)
     tuning: dict[str, Any] = {}
     baseline_lr_of: dict[str, float] = {}
-    for fb in ("bp", "fa"):
+    for fb in feedbacks:
         if baseline_lr is not None:
             baseline_lr_of[fb] = float(baseline_lr)
         else:
@@ -303,10 +344,10 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
                                  "tasks": tune_tasks, "classes": [int(c) for c in np.asarray(ci_train.classes)]}
 
     how = "--baseline-lr" if baseline_lr is not None else "tuned on meta-training classes"
-    entries = [(label, rule, theta, source)] + [
-        (f"f0+{fb}", baseline_rule(fb, n_layers), np.array([baseline_lr_of[fb]], np.float32), how)
-        for fb in ("bp", "fa")
-    ]
+    entries = [(label, rule, theta, source)]
+    for fb in feedbacks:
+        r = baseline_rule(fb, n_layers)
+        entries.append((f"f0+{fb}", r, baseline_theta(r, baseline_lr_of[fb]), how + baseline_note(r)))
     rules, per_task = [], {}
     for name, r, th, src in entries:
         ths = thetas if name == label else np.asarray(th)[None, :]
@@ -324,7 +365,7 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
             "theta": dict(zip(r.theta_labels(), map(float, th))), "theta_source": src,
         })
     paired = []
-    for base in ("f0+bp", "f0+fa"):
+    for base in names:
         mean, (lo, hi) = mean_ci95(per_task[label] - per_task[base])
         paired.append({"name": f"{label} - {base}", "mean_difference": mean, "ci95": [lo, hi]})
     per_seed = []
@@ -334,7 +375,7 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
         mean, (lo, hi) = mean_ci95(accs)
         per_seed.append({"seed": seeds[s], "mean_accuracy": mean, "ci95": [lo, hi],
                          "theta": dict(zip(list(rules[0]["theta"]), map(float, th))),
-                         "differences": {b: float((accs - per_task[b]).mean()) for b in ("f0+bp", "f0+fa")}})
+                         "differences": {b: float((accs - per_task[b]).mean()) for b in names}})
     if len(thetas) > 1:
         rules[0]["theta"] = None  # one per seed: per_seed
     rules[0]["seeds"] = len(thetas)
@@ -345,7 +386,7 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
                       "paired_differences": [
                           dict(zip(("name", "mean_difference", "ci95"),
                                    (f"{label} - {b}", *across_seeds([p["differences"][b] for p in per_seed]))))
-                          for b in ("f0+bp", "f0+fa")],
+                          for b in names],
                       "interval": "95% t-interval over the meta-training seeds' mean accuracies (none for one seed)"}
     return {
         "per_seed": per_seed,
@@ -380,16 +421,17 @@ def evaluate_run(run_dir: str, *, seed_index: int | None = None, overrides: dict
 
 def format_table(res: dict[str, Any]) -> str:
     """The results as a plain-text table."""
+    w = max([8] + [len(r["name"]) for r in res["rules"]])
     lines = [
         f"meta-test on {res['dataset']}: {res['rules'][0]['tasks']} tasks, {res['M']}-way, K={res['K']}, "
         f"Q={res['Q']}, classes {res['test_classes']}"
         + ("" if res["held_out"] else " (no held-out classes)"),
-        f"{'rule':<8} {'feedback':<8} {'mean acc':>8}  {'95% CI':<17}  theta",
+        f"{'rule':<{w}} {'feedback':<8} {'mean acc':>8}  {'95% CI':<17}  theta",
     ]
     for r in res["rules"]:
         th = " ".join(f"{k}={v:+.5f}" for k, v in r["theta"].items()) if r["theta"] else "Θ per seed below"
         lo, hi = r["ci95"]
-        lines.append(f"{r['name']:<8} {r['feedback']:<8} {r['mean_accuracy']:>8.4f}  [{lo:.4f}, {hi:.4f}]  "
+        lines.append(f"{r['name']:<{w}} {r['feedback']:<8} {r['mean_accuracy']:>8.4f}  [{lo:.4f}, {hi:.4f}]  "
                      f"{th} ({r['theta_source']})")
     for p in res["paired_differences"]:
         lo, hi = p["ci95"]
@@ -427,7 +469,9 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--terms", dest="hand_terms", metavar="TERMS", default=None,
                    help="comma-separated term ids, e.g. 0,2,9 (with --theta)")
     g.add_argument("--theta", type=_floats, default=None,
-                   help="Θ by hand, one value per term in increasing term order, e.g. 0.05,0.01,0.002")
+                   help="Θ by hand, one value per term in increasing term order, e.g. 0.05,0.01,0.002; "
+                        "then the feedback mode's own (plastic: B:kp,B:decay,B:err; routing: the gates' "
+                        "φ_0 … φ_(L-2), gate = sigmoid(φ))")
     rule_settings = [n for n in OVERRIDES if SETTINGS[n].group == "plasticity rule" and n != "hidden"]
     add_config_flags(p, rule_settings, group=g, help_suffix="default: the run's")
     g.add_argument("--seed-index", type=int, default=None,
@@ -436,7 +480,7 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tasks", type=int, default=100, help="number of test tasks (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default: %(default)s)")
     g.add_argument("--baseline-lr", type=float, default=None,
-                   help="θ_0 of both baselines (default: tuned on the meta-training classes)")
+                   help="θ_0 of every baseline (default: tuned on the meta-training classes)")
     g.add_argument("--baseline-grid", type=_floats, default=BASELINE_GRID,
                    help="θ_0 values tried for the baselines (default: 1e-3 … 1 in half decades)")
     g.add_argument("--tune-tasks", type=int, default=20,

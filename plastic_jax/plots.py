@@ -4,7 +4,10 @@
   of each seed's curve, the mean over seeds and a 98% bootstrap band over seeds (500 resamples);
   all NaN-aware: a non-finite value is skipped (one line on stderr says so), and a point that
   rests on fewer than all seeds is flagged in the legend;
-- ``theta``: the Θ trajectories, one panel per term;
+- ``theta``: the Θ trajectories, one panel per term (``theta_title``); with ``--feedback plastic``
+  Θ^B's panels (``B:kp``, ``B:decay``, ``B:err``) follow, drawn like θ's; with ``--feedback
+  routing`` the gates get their own rows at the bottom, drawn as the gate g_ℓ = sigmoid(φ_ℓ) in
+  [0, 1] (dashed line at ½, where φ = 0 starts) rather than the raw φ_ℓ that metrics.jsonl records;
 - ``alignment``: the alignment angle α_ℓ per layer (docs/METHOD.md §6), at the episodes it was logged;
 - ``orthonormality``: the orthonormality error per layer.
 
@@ -32,7 +35,8 @@ FIGURES = ("accuracy", "loss", "theta", "alignment", "orthonormality")
 class Run:
     """One run directory's curves, seeds on the first axis.
 
-    episodes: (E,); accuracy, meta_loss: (S, E); theta: term name -> (S, E);
+    episodes: (E,); accuracy, meta_loss: (S, E); theta: Θ label -> (S, E) as recorded (a routing
+    gate's raw φ_ℓ, not sigmoid(φ_ℓ));
     analysis_episodes: (A,); alignment, orthonormality: (S, A, L) (A = 0 when never logged).
     """
 
@@ -110,7 +114,7 @@ def load_run(path: str) -> Run:
         accuracy=grid("'accuracy'", lambda r: r["accuracy"]),
         meta_loss=grid("'meta_loss'", lambda r: r["meta_loss"]),
     )
-    # every term any record has (the reader checked the names: F<digits>); a record without one: NaN there
+    # every label any record has (the reader checked them: rundir.THETA_KEY); a record without one: NaN there
     terms = sorted({t for r in recs.values() for t in r.get("theta", {})}, key=rundir.theta_key_order)
     if not terms:
         raise rundir.RunDirError(f"{os.path.join(path, rundir.METRICS)} holds no Θ ('theta') in any record")
@@ -199,9 +203,36 @@ def _band(ax, x, curves, label, color, *, who: str = "", window: int | None = No
             ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
 
 
+def is_gate(t: str) -> bool:
+    """A routing gate's label (``gate@<ℓ>``: its φ_ℓ; the figure shows sigmoid(φ_ℓ))."""
+    from plastic_jax.rundir import THETA_KEY
+
+    m = THETA_KEY.fullmatch(t)
+    return m is not None and m.group(4) is not None
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The routing gate g = sigmoid(φ) = 1 / (1 + exp(−φ)), NaN kept (as ``feedback.gates``)."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
 def theta_title(t: str) -> str:
-    """A Θ key as mathtext: ``F2`` -> θ_2 (F2), ``F2@1`` -> θ_2, layer 1 (F2@1)."""
-    term, _, layer = t[1:].partition("@")
+    """A Θ key as mathtext: ``F2`` -> θ_2 (F2), ``F2@1`` -> θ_2, layer 1 (F2@1); ``B:kp`` ->
+    θ^B_kp (B:kp) (``plastic`` feedback's Θ^B); ``gate@1`` -> gate g_1 = sigmoid(φ_1) (gate@1)
+    (``routing``: the panel shows the gate, not φ). Any other key is shown as it is."""
+    from plastic_jax.rundir import THETA_KEY
+
+    m = THETA_KEY.fullmatch(t)
+    if m is None:
+        return t.replace("$", r"\$")
+    if m.group(3) is not None:
+        return rf"$\theta^B_{{\mathrm{{{m.group(3)}}}}}$ ({t})"
+    if m.group(4) is not None:
+        l = m.group(4)
+        return rf"gate $g_{{{l}}}$ = sigmoid($\phi_{{{l}}}$) ({t})"
+    term, layer = m.group(1), m.group(2)
     return rf"$\theta_{{{term}}}$" + (f", layer {layer}" if layer else "") + f" ({t})"
 
 
@@ -262,20 +293,34 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
         from plastic_jax.rundir import theta_key_order
 
         terms = sorted({t for r in runs for t in r.theta}, key=theta_key_order)
-        ncol = min(len(terms), 5)
-        nrow = -(-len(terms) // ncol)
+        # the coefficients (and Θ^B) fill rows; the routing gates start rows of their own
+        groups = [g for g in ([t for t in terms if not is_gate(t)], [t for t in terms if is_gate(t)]) if g]
+        ncol = min(max(len(g) for g in groups), 5)
+        nrow = sum(-(-len(g) // ncol) for g in groups)
         fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
-        for ax, t in zip(axes.flat, terms):
-            for r in runs:
-                if t in r.theta:
-                    _band(ax, r.episodes, r.theta[t], r.label, color[id(r)], who=f"{r.path} theta {t}")
-            ax.axhline(0.0, color="k", lw=0.5)
-            ax.set_title(theta_title(t), fontsize=9)
-            ax.set_xlabel("episode", fontsize=8)
-            ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(terms):]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=7)
+        used, row = [], 0
+        for g in groups:
+            for i, t in enumerate(g):
+                ax = axes[row + i // ncol, i % ncol]
+                used.append(ax)
+                gate = is_gate(t)
+                for r in runs:
+                    if t in r.theta:
+                        _band(ax, r.episodes, sigmoid(r.theta[t]) if gate else r.theta[t], r.label, color[id(r)],
+                              who=f"{r.path} theta {t}")
+                if gate:  # g = sigmoid(φ) in [0, 1]; ½ is φ = 0, where it starts
+                    ax.axhline(0.5, color="0.4", ls="--", lw=1)
+                    ax.set_ylim(-0.02, 1.02)
+                else:
+                    ax.axhline(0.0, color="k", lw=0.5)
+                ax.set_title(theta_title(t), fontsize=9)
+                ax.set_xlabel("episode", fontsize=8)
+                ax.grid(alpha=0.3)
+            row += -(-len(g) // ncol)
+        for ax in axes.flat:
+            if ax not in used:
+                ax.axis("off")
+        used[0].legend(fontsize=7)
         fig.tight_layout()
         finish(fig, "theta")
 

@@ -62,14 +62,26 @@ CHECKPOINTS_BAD, METRICS_CUT = CHECKPOINTS + "_bad", "metrics_cut.jsonl"
 RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINTS, CHECKPOINTS_BAD, METRICS_CUT)
 #: number fields of a record (null: not finite) and lists of numbers
 NUMBER_FIELDS, NUMBER_LISTS = ("meta_loss", "query_loss", "accuracy"), ("alignment", "orthonormality")
-#: a key of a record's Θ table: "F<term id>", or "F<term id>@<layer>" (1-based) with --per-layer-theta
-THETA_KEY = re.compile(r"F(\d+)(?:@(\d+))?")
+#: the terms of ``plastic`` feedback's Θ^B in Θ's order (``feedback.PLASTIC_B_TERMS``; spelled out
+#: here so that reading a run needs no JAX)
+B_TERMS = ("kp", "decay", "err")
+#: a key of a record's Θ table (``inner.Rule.theta_labels``): "F<term id>", or "F<term id>@<layer>"
+#: (1-based) with --per-layer-theta; then the feedback mode's meta-parameters, "B:<term>" (Θ^B of
+#: ``plastic``) or "gate@<layer>" (φ_ℓ of ``routing``'s gate of e_ℓ, 0-based)
+THETA_KEY = re.compile(r"F(\d+)(?:@(\d+))?|B:(" + "|".join(B_TERMS) + r")|gate@(\d+)")
 
 
 def theta_key_order(key: str) -> tuple[int, int]:
-    """Sort key of a Θ label (``THETA_KEY``): by term id, then layer (a shared Θ has layer 0)."""
+    """Sort key of a Θ label (``THETA_KEY``): the coefficients by term id, then layer (a shared Θ
+    has layer 0); after them Θ^B in ``B_TERMS``' order, then the gates by layer; anything else last."""
     m = THETA_KEY.fullmatch(key)
-    return (int(m.group(1)), int(m.group(2) or 0)) if m else (1 << 30, 0)
+    if m is None:
+        return (1 << 30, 0)
+    if m.group(1) is not None:
+        return (int(m.group(1)), int(m.group(2) or 0))
+    if m.group(3) is not None:
+        return (1 << 28, B_TERMS.index(m.group(3)))
+    return (1 << 29, int(m.group(4)))
 
 
 class RunDirError(ConfigError):
@@ -132,7 +144,8 @@ def _check_record(rec: dict[str, Any]) -> str | None:
     if "theta" in rec:
         th = rec["theta"]
         if not isinstance(th, dict) or not all(isinstance(k, str) and THETA_KEY.fullmatch(k) for k in th):
-            return f"'theta' must be a table like {{\"F0\": 0.1}} (or \"F0@1\" per layer), got {th!r}"[:200]
+            return (f"'theta' must be a table like {{\"F0\": 0.1}} (or \"F0@1\" per layer, \"B:kp\", "
+                    f"\"gate@0\" of the feedback), got {th!r}")[:200]
         for k, v in th.items():
             if v is None:
                 th[k] = math.nan
