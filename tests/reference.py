@@ -111,3 +111,86 @@ def query_loss(W, xq, yq):
         losses.append(-logp[y])
         correct.append(np.argmax(z) == y)
     return float(np.mean(losses)), float(np.mean(correct))
+
+
+# ----------------------------------------------------------------------------- feedback modes (METHOD.md §9)
+# Written from the formulas in plastic_jax/feedback.py's module docstring, one example at a time.
+
+STATEFUL = ("kp", "plastic")
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def mode_errors(W, B, ys, label, feedback, phi=None):
+    """e_0 … e_L of one example under any feedback mode. B: B_1 … B_L (for ``sign`` the random
+    R_ℓ), then for ``dfa``/``routing`` D_0 … D_{L−2}; D_{L−1} is B_L. phi: routing's φ (L − 1,)."""
+    L = len(W)
+    onehot = np.zeros_like(ys[-1])
+    onehot[label] = 1.0
+    e = [None] * (L + 1)
+    e[L] = ys[-1] - onehot
+    for l in range(L - 1, -1, -1):
+        if feedback == "bp":
+            M = W[l]
+        elif feedback == "sign":
+            M = np.sign(W[l]) * np.abs(B[l])
+        elif feedback in ("fa", "kp", "plastic", "dfa", "routing"):
+            M = B[l]
+        else:
+            raise ValueError(feedback)
+        layerwise = M.T @ e[l + 1]  # B_{l+1}ᵀ e_{l+1} (B[l] is the 1-based B_{l+1})
+        if feedback in ("dfa", "routing"):
+            D = B[L + l] if l < L - 1 else B[L - 1]  # D_l, and D_{L-1} = B_L
+            direct = D.T @ e[L]
+        if feedback == "dfa":
+            h = direct
+        elif feedback == "routing" and l < L - 1:
+            g = sigmoid(phi[l])
+            h = g * layerwise + (1.0 - g) * direct
+        else:
+            h = layerwise
+        e[l] = h * (1.0 - np.exp(-BETA * ys[l]))
+    return e
+
+
+def kp_term(r, W, B, pre, post, e_pre, e_post, reading="matrix"):
+    """Term r as it enters Kolen–Pollack's update of B: the part of the term that is W itself
+    times something element-wise (F3 = −W; F6–F8 in the element-wise reading, W_jk times a
+    product of vectors) is read with B in W's place; every other term (outer products of
+    vectors, W inside a matrix product as in F9 and the matrix reading of F6–F8) is W's own."""
+    if r == 3 or (reading == "elementwise" and r in (6, 7, 8)):
+        return term(r, B, pre, post, e_pre, e_post, reading=reading)
+    return term(r, W, pre, post, e_pre, e_post, reading=reading)
+
+
+def mode_state_step(rows, layer_terms, terms, W, B, x, label, feedback, fparams=None, reading="matrix"):
+    """One online step of W and the feedback state B: (new W, new B) as lists.
+
+    rows[i]: the coefficients weight layer i applies, indexed like ``terms`` (Θ itself for a
+    shared rule, its i-th row per layer). fparams: Θ^B = (θ_kp, θ_decay, θ_err) for
+    ``plastic``, φ for ``routing``. kp: B_ℓ + Σ_r θ_r F^r with F3's and the Hadamard terms' W read
+    as B (``kp_term``); plastic: B + θ_kp (KP's B − B) − θ_decay B − θ_err e_post preᵀ."""
+    ys, _ = forward(W, x)
+    e = mode_errors(W, B, ys, label, feedback, fparams if feedback == "routing" else None)
+    L = len(W)
+    new_W, new_B = [], []
+    for i in range(L):
+        args = (ys[i], ys[i + 1], e[i], e[i + 1])
+        dW = np.zeros_like(W[i])
+        dB = np.zeros_like(W[i])
+        for r in layer_terms[i]:
+            th = rows[i][terms.index(r)]
+            dW += th * term(r, W[i], *args, reading=reading)
+            dB += th * kp_term(r, W[i], B[i], *args, reading=reading)
+        new_W.append(W[i] + dW)
+        if feedback == "kp":
+            new_B.append(B[i] + dB)
+        elif feedback == "plastic":
+            k_kp, k_decay, k_err = fparams
+            kp_B = B[i] + dB
+            new_B.append(B[i] + k_kp * (kp_B - B[i]) - k_decay * B[i] - k_err * np.outer(e[i + 1], ys[i]))
+    if feedback not in STATEFUL:
+        return new_W, list(B)
+    return new_W, new_B + list(B[L:])
