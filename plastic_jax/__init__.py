@@ -32,7 +32,8 @@ Data (``data``)
   split), the jittable sampler.
 Evaluation and analysis (``evaluate``, ``metrics``)
   task_accuracies: query accuracy of many Θ on many tasks, one jitted call. evaluate_rule,
-  evaluate_run: the CLI's meta-test on held-out classes against f0+bp and f0+fa, as a dict.
+  evaluate_run: the CLI's meta-test on held-out classes against f0+bp and f0+fa (and f0
+  with the run's own feedback for the other modes), as a dict.
   episode_analysis, alignment_angles, orthonormality_errors: what the paper measures.
 Runs from a config (``config``, ``experiment``, ``train``)
   TrainConfig: every setting of a run. build_experiment: the data, class index, rule and spec of

@@ -209,7 +209,7 @@ def check_weights(where: str, rule: Any, W: Sequence[Any], B: Sequence[Any] | No
             got = [tuple(b.shape) for b in B] if isinstance(B, (tuple, list)) else type(B).__name__
             what = (f"W's shapes then the direct matrices (feedback {feedback!r}: draw them with "
                     "episode.draw or feedback.init_direct)" if feedback in DIRECT_MODES else "W's shapes")
-            fail(where, f"B must have {what} {want}, got {got}")
+            fail(where, f"B must match {what} {want}, got {got}")
 
 
 def check_stream(where: str, W: Sequence[Any], x: Any, label: Any, stream: bool,

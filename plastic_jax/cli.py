@@ -135,7 +135,8 @@ def _lazy(module: str, name: str) -> Callable:
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "meta-train": ("meta-learn a plasticity rule's coefficients Θ", add_train_args, cmd_meta_train),
     "evaluate": ("meta-test a learned (or given) Θ on new tasks from held-out classes, against the "
-                 "f0+bp and f0+fa baselines", _lazy("plastic_jax.evaluate", "add_evaluate_args"),
+                 "f0+bp and f0+fa baselines (and f0 with the run's own feedback for the other modes)",
+                 _lazy("plastic_jax.evaluate", "add_evaluate_args"),
                  _lazy("plastic_jax.evaluate", "cmd_evaluate")),
     "plot": ("figures (PNG and PDF) of one or several runs: accuracy, loss, Θ, alignment, "
              "orthonormality", _lazy("plastic_jax.plots", "add_plot_args"), _lazy("plastic_jax.plots", "cmd_plot")),

@@ -178,8 +178,9 @@ def signals(
     Bf = feedback_matrices(feedback, W, B, bp_grad)
     if feedback == "dfa":
         return teaching_signals(act, label, Bf, need_e0=need_e0, direct=B[L:])
-    if feedback == "routing":
-        return teaching_signals(act, label, Bf, need_e0=need_e0, direct=B[L:], g=gates(phi))
+    if feedback == "routing":  # one weight layer: no gate (phi is None), e_0 = B_1ᵀ e_1 as in fa and dfa
+        g = None if phi is None else gates(phi)
+        return teaching_signals(act, label, Bf, need_e0=need_e0, direct=B[L:] if L > 1 else None, g=g)
     return teaching_signals(act, label, Bf, need_e0=need_e0)
 
 
