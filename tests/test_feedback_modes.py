@@ -520,3 +520,16 @@ def test_a_feedback_state_without_the_direct_matrices_is_refused(mode):
     with pytest.raises(checks.PlasticJaxError, match=re.escape(str(DIRECT_SHAPES[:L]))):
         online_step(initial_theta(make_rule("bio", L, "kp")), make_rule("bio", L, "kp"), W,
                     B + D[::-1], x, y)
+
+
+def test_routing_on_one_weight_layer_has_no_gate_and_equals_fa():
+    """L = 1: no hidden layer, so no gate; e_0 = B_1ᵀ e_1 ⊙ σ′ as under fa (the rule reads e_pre)."""
+    W, B = init_network(jax.random.PRNGKey(0), (6, 4))
+    x, y = jnp.linspace(0.0, 1.0, 6), jnp.asarray(1)
+    routing, fa = make_rule("0,2", 1, "routing"), make_rule("0,2", 1, "fa")
+    assert routing.n_feedback == 0 and routing.theta_labels() == ("F0", "F2")
+    theta = jnp.asarray([0.1, -0.05])
+    got = online_step(theta, routing, W, B, x, y)[0]
+    want = online_step(theta, fa, W, B, x, y)[0]
+    assert float(jnp.max(jnp.abs(got - W[0]))) > 0
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
