@@ -79,7 +79,14 @@ def _rel_err(got, want):
                for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
 
 
-@pytest.mark.parametrize("name", list(RULES))
+#: with the slow tests only: each is the union of paths the default cases take (pool-fa: pool-bp-frozen's
+#: terms with pool-per-layer's fa; pool-elementwise-fa: pool-elementwise-bp-frozen's terms with fa;
+#: pool-elementwise-bp-through: layer-rules-per-layer's elementwise F5-F8 through B = W)
+SLOW_FLOAT64 = ("pool-fa", "pool-elementwise-fa", "pool-elementwise-bp-through")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_FLOAT64 else n
+                                  for n in RULES])
 def test_adjoint_equals_reverse_mode_in_float64(name):
     # dL/dΘ, and the cotangents of W_0 and B, against jax.grad through the plain scan
     with jax.enable_x64(True):
@@ -93,8 +100,10 @@ def test_adjoint_equals_reverse_mode_in_float64(name):
             assert _rel_err(got, want) < 1e-9, (backward, _rel_err(got, want))
 
 
-@pytest.mark.parametrize("name", ["f0-bp-through", "bio-fa", "pool-fa", "pool-elementwise-bp-frozen",
-                                  "pool-per-layer"])
+# the rules' gradients are checked exactly in float64 above; here the estimator's signature in
+# float32 (pool-fa, between bio-fa and pool-per-layer, with the slow tests)
+@pytest.mark.parametrize("name", ["f0-bp-through", "bio-fa", pytest.param("pool-fa", marks=pytest.mark.slow),
+                                  "pool-elementwise-bp-frozen", "pool-per-layer"])
 def test_adjoint_estimator_agrees_with_reverse_in_float32(name):
     # through the estimator signature: vmapped over a meta-batch of 2 tasks, jitted
     ci = build_class_index(load_dataset("digits"))
