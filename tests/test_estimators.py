@@ -36,11 +36,12 @@ def _theta(rule, seed=0):
 
 
 # pool+bp compiles the largest programs (~100 s on a loaded 2-core CPU); pool+fa already covers
-# all ten terms and f0+bp the bp path, so it runs with the slow tests
+# all ten terms and f0+bp the bp path, so it runs with the slow tests; so does bio+fa, whose three
+# terms pool+fa (and the elementwise pool below) cover in the same setting
 CASES = [
     ((0,), "bp", "frozen"),
     ((0,), "bp", "through"),
-    ((0, 2, 9), "fa", "frozen"),
+    pytest.param((0, 2, 9), "fa", "frozen", marks=pytest.mark.slow),
     (tuple(range(10)), "fa", "frozen"),
     pytest.param(tuple(range(10)), "bp", "frozen", marks=pytest.mark.slow),
     pytest.param(tuple(range(10)), "bp", "through", marks=pytest.mark.slow),
