@@ -88,7 +88,7 @@ def test_meta_train_resume_evaluate_and_plot_with_per_layer_theta(tmp_path, caps
 
     from plastic_jax.evaluate import evaluate_run
 
-    res = evaluate_run(out, tasks=3, tune_tasks=2, baseline_grid=(0.03,))
+    res = evaluate_run(out, tasks=3, tune_tasks=3, baseline_grid=(0.03,))  # tuning: the evaluation's program
     learned = res["rules"][0]
     assert learned["name"] == "learned" and set(learned["theta"]) == labels
     np.testing.assert_allclose([learned["theta"][k] for k in sorted(labels)],

@@ -63,7 +63,8 @@ def test_an_old_run_directory_resumes_evaluates_and_plots(tmp_path, capsys):
     assert not os.path.exists(os.path.join(run, rundir.LOCK))
 
     js = str(tmp_path / "ev.json")
-    assert main(["evaluate", run, "--tasks", "2", "--tune-tasks", "1", "--baseline-grid", "0.1",
+    # as many tuning tasks as tasks and one grid value: tuning runs the evaluation's compiled program
+    assert main(["evaluate", run, "--tasks", "2", "--tune-tasks", "2", "--baseline-grid", "0.1",
                  "--json", js]) == 0
     res = json.load(open(js))
     summary = json.load(open(os.path.join(run, rundir.SUMMARY)))
