@@ -27,7 +27,8 @@ def test_seed_shardings_in_this_process():
 
 def _run(tmp_path, seeds, episodes, analysis_every):
     out = str(tmp_path)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    flags = os.environ.get("XLA_FLAGS", "")  # conftest's: the child compiles as this process does
+    env = {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=4".strip(),
            "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
     proc = subprocess.run([sys.executable, CHILD, out, str(seeds), str(episodes), str(analysis_every)],
