@@ -124,15 +124,15 @@ def _generic_backward(theta, rule: Rule, W_T: Weights, B: Weights, xs, labels, f
 
 
 def _state_forward(theta, rule: Rule, W: Weights, B: Weights, xs, labels):
-    """The feedback modes beyond ``bp``/``fa``: one scan of ``inner.state_step`` that stacks each
-    step's fused factors of W and (``kp``, ``plastic``) of B. Returns ((W_T, B_T), factors)."""
+    """The modes whose B changes (``kp``, ``plastic``): one scan of ``inner.state_step`` that
+    stacks each step's fused factors of W and of B. Returns ((W_T, B_T), factors)."""
     L = len(W)
 
     def body(WB, xy):
         W_, B_ = WB
         fW, fB = step_factors(theta, rule, W_, B_, *xy)
         new_W = tuple(apply_fused(w, f) for w, f in zip(W_, fW))
-        new_B = B_ if fB is None else tuple(apply_fused(b, f) for b, f in zip(B_[:L], fB)) + tuple(B_[L:])
+        new_B = tuple(apply_fused(b, f) for b, f in zip(B_[:L], fB)) + tuple(B_[L:])
         return (new_W, new_B), (fW, fB)
 
     return jax.lax.scan(body, (W, B), (xs, labels))
@@ -140,33 +140,23 @@ def _state_forward(theta, rule: Rule, W: Weights, B: Weights, xs, labels):
 
 def _state_backward(theta, rule: Rule, W_T: Weights, B_T: Weights, xs, labels, factors, G_T: Weights,
                     want_B: bool):
-    """Reverse scan for ``_state_forward``: rebuild W_t (and a changing B_t) from step t+1 and
-    its factors, ``jax.vjp`` of ``inner.state_step`` w.r.t. (Θ, W_t, B_t). B's cotangent is
-    carried backwards when B changes (``kp``, ``plastic``: the loss reaches B_t through every
-    later W); for a constant B it is summed over the steps (only when B is differentiated).
-    Returns (W_0 rebuilt, B_0 rebuilt, W_0's cotangent, Θ̄, B_0's cotangent or ())."""
+    """Reverse scan for ``_state_forward`` (``kp``, ``plastic``: B changes): rebuild W_t and B_t
+    from step t+1 and its factors, ``jax.vjp`` of ``inner.state_step`` w.r.t. (Θ, W_t, B_t). B's
+    cotangent is carried backwards (the loss reaches B_t through every later W). The modes with
+    a constant B take ``_generic_backward``. Returns (W_0 rebuilt, B_0 rebuilt, W_0's cotangent,
+    Θ̄, B_0's cotangent)."""
     L = len(W_T)
-    stateful = rule.feedback in STATEFUL_MODES
 
     def body(carry, inp):
         W_next, B_next, G, th_bar, B_bar = carry
         (fW, fB), x, y = inp
         W_t = tuple(unapply_fused(w, f) for w, f in zip(W_next, fW))
-        if stateful:
-            B_t = tuple(unapply_fused(b, f) for b, f in zip(B_next[:L], fB)) + tuple(B_next[L:])
-            _, vjp = jax.vjp(lambda th, W_, B_: state_step(th, rule, W_, B_, x, y), theta, W_t, B_t)
-            th_g, G_t, B_bar = vjp((G, B_bar))
-            return (W_t, B_t, G_t, th_bar + th_g, B_bar), None
-        if want_B:
-            _, vjp = jax.vjp(lambda th, W_, B_: online_step(th, rule, W_, B_, x, y), theta, W_t, B_next)
-            th_g, G_t, B_g = vjp(G)
-            B_bar = tuple(a + b for a, b in zip(B_bar, B_g))
-        else:
-            _, vjp = jax.vjp(lambda th, W_: online_step(th, rule, W_, B_next, x, y), theta, W_t)
-            th_g, G_t = vjp(G)
-        return (W_t, B_next, G_t, th_bar + th_g, B_bar), None
+        B_t = tuple(unapply_fused(b, f) for b, f in zip(B_next[:L], fB)) + tuple(B_next[L:])
+        _, vjp = jax.vjp(lambda th, W_, B_: state_step(th, rule, W_, B_, x, y), theta, W_t, B_t)
+        th_g, G_t, B_bar = vjp((G, B_bar))
+        return (W_t, B_t, G_t, th_bar + th_g, B_bar), None
 
-    B_bar0 = tuple(jnp.zeros_like(b) for b in B_T) if (want_B or stateful) else ()
+    B_bar0 = tuple(jnp.zeros_like(b) for b in B_T)
     (W_0, B_0, G_0, th_bar, B_bar), _ = jax.lax.scan(
         body, (W_T, B_T, G_T, jnp.zeros_like(theta), B_bar0), (factors, xs, labels), reverse=True)
     return W_0, B_0, G_0, th_bar, B_bar
@@ -224,10 +214,11 @@ def _fwd(theta, rule, W, B, xs, labels, backward):
         raise NotImplementedError("adapt_adjoint differentiates w.r.t. theta, W and B, not the stream xs")
     want_B = _perturbed(B)
     theta, W, B, xs, labels = map(_value, (theta, W, B, xs, labels))
-    if rule.feedback not in ("bp", "fa"):
+    if rule.feedback in STATEFUL_MODES:
         (W_T, B_T), stack = _state_forward(theta, rule, W, B, xs, labels)
         return W_T, (theta, (W, B), (W_T, B_T), B, xs, labels, stack, want_B)
-    if backward == "generic":
+    # the other modes beyond bp/fa have no fast step: the generic one (a constant B)
+    if backward == "generic" or rule.feedback not in ("bp", "fa"):
         W_T, stack = _generic_forward(theta, rule, W, B, xs, labels)
     else:
         W_T, stack = _fast_forward(theta, rule, W, B, xs, labels)
@@ -236,7 +227,7 @@ def _fwd(theta, rule, W, B, xs, labels, backward):
 
 def _bwd(rule, backward, res, G_T):
     theta, W_0, W_T, B, xs, labels, stack, want_B = res
-    if rule.feedback not in ("bp", "fa"):
+    if rule.feedback in STATEFUL_MODES:
         (W_0, B_0), (W_T, B_T) = W_0, W_T
         G_T = tuple(_zeros_if_symbolic(g, w) for g, w in zip(G_T, W_T))
         W_0r, B_0r, G_0, th_bar, B_bar = _state_backward(theta, rule, W_T, B_T, xs, labels, stack, G_T, want_B)
@@ -244,7 +235,7 @@ def _bwd(rule, backward, res, G_T):
         drift = rebuild_drift(W_0 + B_0, W_0r + B_0r)
     else:
         G_T = tuple(_zeros_if_symbolic(g, w) for g, w in zip(G_T, W_T))
-        if backward == "generic":
+        if backward == "generic" or rule.feedback not in ("bp", "fa"):
             W_0r, G_0, th_bar, B_bar = _generic_backward(theta, rule, W_T, B, xs, labels, stack, G_T, want_B)
         else:
             W_0r, G_0, th_bar, B_bar = _fast_backward(theta, rule, W_T, B, xs, labels, stack, G_T, want_B)
