@@ -457,6 +457,16 @@ def mode_color(mode: str):
     return plt.get_cmap("tab10")(MODES.index(mode) % 10)
 
 
+def _save_figure(fig, path: str, drawn: list[str]) -> None:
+    """Lay out, write (PNG, 120 dpi) and close ``fig``; record ``path`` in ``drawn``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    drawn.append(path)
+
+
 def draw(rep: Report) -> list[str]:
     import matplotlib
 
@@ -486,10 +496,7 @@ def draw(rep: Report) -> list[str]:
         ax.set_title(f"{rule}: accuracy by feedback mode (mean over seeds, 98% band)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        drawn.append(path)
+        _save_figure(fig, path, drawn)
     # alignment at the end: grouped bars, one panel per rule
     path = os.path.join(a.figures, "alignment.png")
     with_al = [rule for rule in a.rule_list
@@ -514,10 +521,7 @@ def draw(rep: Report) -> list[str]:
             ax.set_title(f"{rule}: hidden layers (mean over seeds, 98% CI)", fontsize=10)
             ax.grid(alpha=0.3, axis="y")
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        drawn.append(path)
+        _save_figure(fig, path, drawn)
     elif os.path.exists(path):
         os.remove(path)
     # Θ^B (plastic) and the gates (routing) over meta-training
@@ -540,10 +544,7 @@ def draw(rep: Report) -> list[str]:
             ax.set_title(f"{r.name}: " + ("gates g = sigmoid(φ)" if kind == "gate" else "Θ^B"), fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        drawn.append(path)
+        _save_figure(fig, path, drawn)
     elif os.path.exists(path):
         os.remove(path)
     return drawn
