@@ -279,10 +279,33 @@ def _layer_needs(rule: Rule):
     return need_z, need_wt, need_e0
 
 
-def _layout(rule: Rule, W: Weights) -> tuple[tuple[tuple[str, int], int], ...]:
-    """The residual vectors of one step, packed into one flat vector: ((kind, layer), size) in
-    order. y_ℓ (ℓ ≥ 1), e_ℓ (ℓ ≥ 0 where computed), h_ℓ = Bᵀ_ℓ e_{ℓ+1} (1 ≤ ℓ < L), and where a
-    term of layer ℓ reads them z_ℓ = W_ℓ y_ℓ and Wᵀ_ℓ post."""
+def _layer_dots(rule: Rule, W: Weights) -> tuple[tuple[tuple[str, ...], ...], ...]:
+    """Per layer, the keys of the scalar products its terms take by ``Vectors.dot`` (in the order
+    ``fuse`` computes them), read off an abstract evaluation of ``fuse``."""
+    need_z, need_wt, need_e0 = _layer_needs(rule)
+    n = (W[0].shape[1], *(w.shape[0] for w in W))
+    out = []
+    for i in range(len(W)):
+        keys = []
+
+        def f(th, pre, post, e_pre, e_post, z, wt, _i=i, _keys=keys):
+            v = Vectors(None, pre, post, e_pre if (_i > 0 or need_e0) else None, e_post,
+                        z if need_z[_i] else None, wt if need_wt[_i] else None)
+            fused = fuse(rule.layer_theta(th, _i), rule.terms, rule.layer_terms[_i], v, rule.term_pool)
+            _keys[:] = list(v.dots)
+            return fused
+
+        vec = [jax.ShapeDtypeStruct((m,), W[i].dtype) for m in (n[i], n[i + 1], n[i], n[i + 1], n[i + 1], n[i])]
+        jax.eval_shape(f, jax.ShapeDtypeStruct((rule.n_theta,), W[i].dtype), *vec)
+        out.append(tuple(keys))
+    return tuple(out)
+
+
+def _layout(rule: Rule, W: Weights) -> tuple[tuple[tuple, int], ...]:
+    """The residual vectors of one step, packed into one flat vector: ((kind, layer[, key]),
+    size) in order. y_ℓ (ℓ ≥ 1), e_ℓ (ℓ ≥ 0 where computed), h_ℓ = Bᵀ_ℓ e_{ℓ+1} (1 ≤ ℓ < L),
+    where a term of layer ℓ reads them z_ℓ = W_ℓ y_ℓ and Wᵀ_ℓ post, and the scalar products the
+    terms take (``Vectors.dot``; size 1 each)."""
     need_z, need_wt, need_e0 = _layer_needs(rule)
     L = len(W)
     n = (W[0].shape[1], *(w.shape[0] for w in W))
@@ -291,7 +314,13 @@ def _layout(rule: Rule, W: Weights) -> tuple[tuple[tuple[str, int], int], ...]:
     out += [(("h", i), n[i]) for i in range(1, L)]
     out += [(("z", i), n[i + 1]) for i in range(L) if need_z[i]]
     out += [(("wt", i), n[i]) for i in range(L) if need_wt[i]]
+    out += [(("s", i, k), 1) for i, keys in enumerate(_layer_dots(rule, W)) for k in keys]
     return tuple(out)
+
+
+def _layer_dot_values(d: dict, i: int) -> dict:
+    """Layer i's stored scalar products (``Vectors.dot``), by key: each () or, stacked, (T,)."""
+    return {key[2]: v[..., 0] for key, v in d.items() if key[0] == "s" and key[1] == i}
 
 
 def _unpack(vec: jax.Array, layout) -> dict:
@@ -341,6 +370,7 @@ def _fast_forward(theta, rule: Rule, W: Weights, B: Weights, xs, labels):
         for i in range(L):
             v = Vectors(W[i], **_layer_vectors(d, x, i))
             new_W.append(apply_fused(W[i], fuse(rule.layer_theta(theta, i), terms, rule.layer_terms[i], v, pool)))
+            d.update({("s", i, k): s[None] for k, s in v.dots.items()})
         return tuple(new_W), jnp.concatenate([d[k] for k, _ in layout])
 
     return jax.lax.scan(body, tuple(W), (xs, labels))
@@ -402,13 +432,14 @@ def _fused_cotangent(G: jax.Array, W: jax.Array, fused: Fused, const: Fused) -> 
     return Fused(keep_ct, outer_ct, had_ct)
 
 
-def _layer_fuse_fn(rule: Rule, i: int, prim: dict, var: list, theta=None):
+def _layer_fuse_fn(rule: Rule, i: int, prim: dict, var: list, theta=None, dots: dict | None = None):
     """``fuse`` of layer i as a function of (Θ, *the variable named vectors), or, given ``theta``,
-    of the variable vectors alone (Θ a constant)."""
+    of the variable vectors alone (Θ a constant). ``dots``: the scalar products (``Vectors.dot``)
+    as constants, not recomputed from the vectors."""
     pool, terms, lt = rule.term_pool, rule.terms, rule.layer_terms[i]
 
     def f(th, *vs):
-        v = Vectors(None, **dict(prim, **dict(zip(var, vs))))
+        v = Vectors(None, **dict(prim, **dict(zip(var, vs))), dots=dots)
         return fuse(rule.layer_theta(th, i), terms, lt, v, pool)
 
     if theta is None:
@@ -421,6 +452,42 @@ def _layer_split(rule: Rule, i: int, vecs: dict):
     (``pre`` of the first layer) does not depend on Θ; a vector not computed is None."""
     var = [k for k, v in vecs.items() if v is not None and not (k == "pre" and i == 0)]
     return {k: v for k, v in vecs.items() if k not in var}, var
+
+
+def _add_dot_cotangents(rule: Rule, i: int, theta, const_prim: dict, var: list, args: list, dots: dict,
+                        const, ct_leaves: list, vecs: dict, vb: dict) -> None:
+    """Adds to ``vb`` (the named vectors' cotangents) what reaches them through layer i's scalar
+    products s_k = Σ_j Π v_j (``Vectors.dot``).
+
+    s̄_k = ⟨factors' cotangent, ∂factors/∂s_k⟩ for all k at once: the tangents for the K unit
+    directions (``jax.jvp``, vmapped: element-wise work) are flattened into one (K, N) matrix and
+    contracted with the flat cotangent in one product (separate reductions, which XLA's CPU
+    backend splits in two each, cost several times more at this size). Then v̄ += s̄_k ∂s_k/∂v."""
+    from plastic_jax.estimators import _constant_outputs
+
+    keys = list(dots)
+    f_dots = lambda *ss: _layer_fuse_fn(rule, i, const_prim, var, theta, dict(zip(keys, ss)))(*args)  # noqa: E731
+    s0 = [dots[k] for k in keys]
+    eye = jnp.eye(len(keys), dtype=s0[0].dtype)
+    tang = jax.vmap(lambda *ds: jax.jvp(f_dots, s0, list(ds))[1])(*eye.T)
+    # the factors with a cotangent (not ``const``) that depend on a scalar product
+    from_dots = [not k for k in _constant_outputs(f_dots, *s0)]
+    J, c, it = [], [], iter(ct_leaves)
+    for t, k, dep in zip(jax.tree.leaves(tang), jax.tree.leaves(const), from_dots):
+        if k:
+            continue
+        ct = next(it)
+        if dep:
+            J.append(t.reshape(len(keys), -1))
+            c.append(ct.reshape(-1))
+    sbar = jnp.concatenate(J, axis=1) @ jnp.concatenate(c)
+    for k, key in enumerate(keys):
+        for j, name in enumerate(key):
+            if name not in var:  # the input x: no cotangent
+                continue
+            others = [vecs[n] for jj, n in enumerate(key) if jj != j]
+            term = sbar[k] if not others else sbar[k] * functools.reduce(jnp.multiply, others)
+            vb[name] = _add(vb.get(name), term)
 
 
 def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d: dict, x):
@@ -447,19 +514,28 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
     ebar = [None] * (L + 1)
     zbar = [None] * L
     outers = [[] for _ in range(L)]  # the cotangent's new outer products c dᵀ per layer
-    fused_all, W_t, cts = [], [], []
+    fused_all, W_t, cts, keep_cts = [], [], [], []
     for i in range(L):
-        const_prim, var = _layer_split(rule, i, _layer_vectors(d, x, i))
-        args = [d_ for k, d_ in _layer_vectors(d, x, i).items() if k in var]
+        vecs = _layer_vectors(d, x, i)
+        const_prim, var = _layer_split(rule, i, vecs)
+        args = [d_ for k, d_ in vecs.items() if k in var]
+        dots = _layer_dot_values(d, i)
         f_all = _layer_fuse_fn(rule, i, const_prim, var)
-        f_vec = _layer_fuse_fn(rule, i, const_prim, var, theta)
+        # the scalar products come from the forward scan (constants here); their cotangents
+        # are added below, batched
+        f_vec = _layer_fuse_fn(rule, i, const_prim, var, theta, dots)
         fused, vjp = jax.vjp(f_vec, *args)
         tree = jax.tree.structure(fused)
+        # which factors depend on (Θ, the variable vectors), the scalar products recomputed
         const = jax.tree.unflatten(tree, _constant_outputs(f_all, theta, *args))
         W_i = unapply_fused(W_next[i], fused)
         ct = _fused_cotangent(G[i], W_i, fused, const)
-        cts.append([c for c, k in zip(jax.tree.leaves(ct), jax.tree.leaves(const)) if not k])
+        keep_cts.append(None if jax.tree.leaves(const.keep) in ([], [True]) else ct.keep)
+        ct_leaves = [c for c, k in zip(jax.tree.leaves(ct), jax.tree.leaves(const)) if not k]
+        cts.append(ct_leaves)
         vb = dict(zip(var, vjp(ct)))
+        if dots:
+            _add_dot_cotangents(rule, i, theta, const_prim, var, args, dots, const, ct_leaves, vecs, vb)
         ybar[i] = _add(ybar[i], vb.get("pre"))
         ybar[i + 1] = _add(ybar[i + 1], vb.get("post"))
         ebar[i] = _add(ebar[i], vb.get("e_pre"))
@@ -500,7 +576,12 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
         if i > 0:
             ybar[i] = _add(ybar[i], zb @ W_t[i])
 
-    G_t = tuple(apply_fused(G[i], Fused(fused_all[i].keep, tuple(outers[i]), fused_all[i].hadamard))
+    # keep + 0·Σ G ⊙ W_t: a data dependency that lets XLA write G_t over G in place. Without it
+    # the reduction Σ G ⊙ W_t (which only leaves the scan) may run after that write, and XLA
+    # copies every G (one weight-sized copy per layer and step). It changes no finite value: a
+    # non-finite Σ G ⊙ W_t makes dL/dθ non-finite anyway (meta_step then skips the update).
+    keeps = [f.keep if k is None else f.keep + 0.0 * k for f, k in zip(fused_all, keep_cts)]
+    G_t = tuple(apply_fused(G[i], Fused(keeps[i], tuple(outers[i]), fused_all[i].hadamard))
                 for i in range(L))
     return tuple(W_t), G_t, cts, tuple(hbars)
 

@@ -10,7 +10,8 @@ form, as a short list of **factors** on these named vectors:
 
 A ``Term`` records its name, the vectors it reads and a function ``factors(v)`` of a per-layer
 namespace ``Vectors`` (``v.pre``, ``v.post``, ``v.e_pre``, ``v.e_post``, ``v.z`` = W pre,
-``v.wt_post`` = Wᵀ post, and ``v.prod(...)`` for element-wise products). A **pool** is a tuple of
+``v.wt_post`` = Wᵀ post, ``v.prod(...)`` for element-wise products and ``v.dot(...)`` for scalar
+products). A **pool** is a tuple of
 terms; a rule's term ids index into it. Everything else is derived from the declarations:
 
 - ``fuse`` / ``layer_update``: the training loop's update. The θ_r-weighted factors of a layer's
@@ -96,7 +97,9 @@ class Vectors:
     pass over W) and then cached, so every term sees the same object. ``prod(*names)`` is the
     element-wise product of named vectors, also cached (``prod("e_pre", "pre")`` and
     ``prod("pre", "e_pre")`` are the same object), so element-wise terms can share, and fuse
-    on, a derived vector.
+    on, a derived vector. ``dot(*names)`` is the scalar Σ_j Π_names v_j (one name: its sum),
+    cached the same way; ``dots`` may hand in precomputed values (the adjoint's backward scan
+    passes the forward scan's, so that it does not recompute the reductions).
     """
 
     def __init__(
@@ -108,11 +111,13 @@ class Vectors:
         e_post: jax.Array,
         z: jax.Array | None = None,
         wt_post: jax.Array | None = None,
+        dots: dict[tuple[str, ...], jax.Array] | None = None,
     ) -> None:
         self._W = W
         self.pre, self.post, self.e_pre, self.e_post = pre, post, e_pre, e_post
         self._z, self._wt_post = z, wt_post
         self._prods: dict[tuple[str, ...], jax.Array] = {}
+        self._dots: dict[tuple[str, ...], jax.Array] = dict(dots or {})
 
     @property
     def z(self) -> jax.Array:
@@ -135,6 +140,33 @@ class Vectors:
                 out = out * getattr(self, n)
             self._prods[key] = out
         return self._prods[key]
+
+    def dot(self, *names: str) -> jax.Array:
+        """The scalar Σ_j Π_names v_j (``dot("wt_post", "e_pre")`` = (Wᵀpost)·e_pre; one name:
+        ``dot("post")`` = 1ᵀpost), cached by the sorted names. (); names from ``VECTOR_NAMES``."""
+        key = dot_key(names)
+        if key not in self._dots:
+            vs = [getattr(self, n) for n in key]
+            if len(vs) == 1:
+                self._dots[key] = jnp.sum(vs[0])
+            elif len(vs) == 2:
+                self._dots[key] = vs[0] @ vs[1]
+            else:
+                self._dots[key] = jnp.sum(self.prod(*key))
+        return self._dots[key]
+
+    @property
+    def dots(self) -> dict[tuple[str, ...], jax.Array]:
+        """The scalar products computed (or handed in) so far, by key (``dot_key``)."""
+        return dict(self._dots)
+
+
+def dot_key(names: Sequence[str]) -> tuple[str, ...]:
+    """The cache key of ``Vectors.dot(*names)``: the sorted names (checked)."""
+    bad = [n for n in names if n not in VECTOR_NAMES]
+    if bad or not names:
+        raise TermError(f"dot() takes named vectors from {VECTOR_NAMES}, got {tuple(names)}")
+    return tuple(sorted(names))
 
 
 class _TermView:
@@ -159,6 +191,11 @@ class _TermView:
         for n in names:
             self._check(n)
         return self._vectors.prod(*names)
+
+    def dot(self, *names: str) -> jax.Array:
+        for n in names:
+            self._check(n)
+        return self._vectors.dot(*names)
 
 
 @dataclass(frozen=True)
@@ -266,24 +303,24 @@ def F4(v):  # noqa: N802
 
 @term("F5", reads=("e_post", "post", "pre"), formula="-e_post 1ᵀ post preᵀ = -(1ᵀpost)·e_post preᵀ")
 def F5(v):  # noqa: N802
-    return [Outer(-jnp.sum(v.post) * v.e_post, v.pre)]
+    return [Outer(-v.dot("post") * v.e_post, v.pre)]
 
 
 @term("F6", reads=("post", "e_pre", "wt_post"), formula="-post postᵀ W e_pre e_preᵀ = -(postᵀ W e_pre)·post e_preᵀ")
 def F6(v):  # noqa: N802
-    return [Outer(-(v.wt_post @ v.e_pre) * v.post, v.e_pre)]
+    return [Outer(-v.dot("wt_post", "e_pre") * v.post, v.e_pre)]
 
 
 @term("F7", reads=("e_post", "post", "e_pre", "pre", "wt_post"),
       formula="-e_post postᵀ W e_pre preᵀ = -(postᵀ W e_pre)·e_post preᵀ")
 def F7(v):  # noqa: N802
-    return [Outer(-(v.wt_post @ v.e_pre) * v.e_post, v.pre)]
+    return [Outer(-v.dot("wt_post", "e_pre") * v.e_post, v.pre)]
 
 
 @term("F8", reads=("post", "pre", "e_post", "e_pre", "z"),
       formula="-post preᵀ Wᵀ e_post e_preᵀ = -(e_postᵀ W pre)·post e_preᵀ")
 def F8(v):  # noqa: N802
-    return [Outer(-(v.e_post @ v.z) * v.post, v.e_pre)]
+    return [Outer(-v.dot("e_post", "z") * v.post, v.e_pre)]
 
 
 @term("F9", reads=("post", "pre", "wt_post"), formula="post preᵀ - post postᵀ W = post (pre - Wᵀ post)ᵀ (Oja)")

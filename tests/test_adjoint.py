@@ -34,6 +34,8 @@ RULES = {
     "pool-elementwise-bp-frozen": (POOL, "bp", "frozen", "elementwise", None, False),
     "pool-elementwise-bp-through": (POOL, "bp", "through", "elementwise", None, False),
     "user-pool": ((0, 2, 3, 6, 9, 10, 11), "fa", "frozen", "elementwise", USER_POOL, False),
+    # scalar products (v.dot) stored by the forward scan, their cotangents batched in the backward
+    "dot-terms": ((0, 5, 8, 12), "fa", "frozen", "matrix", USER_POOL, False),
     "layer-rules": ([(0, 10), (1, 8, 11), tuple(range(12))], "bp", "through", "matrix", USER_POOL, False),
     "pool-per-layer": (POOL, "fa", "frozen", "matrix", None, True),
     "layer-rules-per-layer": ([(0, 3), (0, 2, 9), (5, 6, 7, 8)], "bp", "through", "elementwise", None, True),

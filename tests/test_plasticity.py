@@ -268,3 +268,28 @@ def test_rules_with_a_user_pool_are_hashable_and_validated():
         make_rule((0, 10), n_layers=2)
     with pytest.raises(ValueError, match="Term"):
         make_rule((0,), n_layers=2, pool=(lambda v: [],))
+
+
+def test_vectors_dot_is_the_scalar_product_cached_and_checked():
+    W, pre, post, e_pre, e_post = _random_layer(4)
+    v = Vectors(jnp.asarray(W), *(jnp.asarray(a) for a in (pre, post, e_pre, e_post)))
+    # against NumPy: one name is a sum, two a dot product, three the sum of the product
+    np.testing.assert_allclose(v.dot("post"), post.sum(), rtol=1e-5)
+    np.testing.assert_allclose(v.dot("wt_post", "e_pre"), (post @ W) @ e_pre, rtol=1e-5)
+    np.testing.assert_allclose(v.dot("e_post", "z"), e_post @ (W @ pre), rtol=1e-5)
+    np.testing.assert_allclose(v.dot("pre", "e_pre", "wt_post"), np.sum(pre * e_pre * (post @ W)), rtol=1e-5)
+    # the same object for either order of the names, and listed in ``dots``
+    assert v.dot("e_pre", "wt_post") is v.dot("wt_post", "e_pre")
+    assert set(v.dots) == {("post",), ("e_pre", "wt_post"), ("e_post", "z"), ("e_pre", "pre", "wt_post")}
+    # values handed in are used, not recomputed
+    given = Vectors(None, *(jnp.asarray(a) for a in (pre, post, e_pre, e_post)), dots={("post",): jnp.float32(7.0)})
+    assert float(given.dot("post")) == 7.0
+    with pytest.raises(TermError, match="named vectors"):
+        v.dot("nonsense")
+
+    @term("sneaky_dot", reads=("pre", "e_post"))
+    def sneaky_dot(v):
+        return [Outer(v.dot("post") * v.e_post, v.pre)]
+
+    with pytest.raises(TermError, match="reads 'post'"):
+        sneaky_dot(*(jnp.asarray(a) for a in (W, pre, post, e_pre, e_post)))
