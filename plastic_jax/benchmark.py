@@ -16,6 +16,16 @@ the same online step jitted on its own, called from a Python loop over the sampl
 differentiated with ``jax.grad`` of that loop (what a straightforward port does), and reports
 ``naive_ms`` (median of 2 calls after a first, compiling one; it is slow) and
 ``speedup_vs_naive``.
+
+The ``published`` column compares the paper's episode (T = 250, meta-batch 1, EMNIST sizes) with the
+authors' PyTorch code. By default it quotes a reference time (``PUBLISHED_S``: SPEC §8, their code on a
+2-core CPU). With ``--published-code DIR --torch-python PYTHON`` it instead *measures* their code in the
+same run: once, before the JAX cases, it runs ``scripts/bench_published.py`` under ``PYTHON`` on the user's
+checkout ``DIR`` of NeuralDynamicsAndComputing/MetaLearning-Plasticity (not bundled) for the selected
+rules among f0 and bio with fa feedback (``--repeats`` timed episodes each), and the column reads
+``"3001 ms measured (31×)"``; the JSON records get ``published_ms``, ``published_source`` ("measured"),
+``published_cpu_ms``, ``published_threads``, ``published_episodes``, ``published_torch`` and
+``speedup_vs_published`` (published wall time / ours).
 """
 
 from __future__ import annotations
@@ -40,6 +50,13 @@ ESTIMATOR_CHOICES = ("reverse", "reverse-remat", "forward", "adjoint", "auto")
 DEFAULT_ESTIMATORS = ("reverse", "reverse-remat", "forward", "adjoint")
 #: the published PyTorch code on a 2-core CPU, seconds per meta-training episode (SPEC §8)
 PUBLISHED_S = {("f0", "fa"): 1.0, ("bio", "fa"): 3.5}
+#: the rules scripts/bench_published.py can run with the published code (feedback: fa)
+PUBLISHED_RULES = ("f0", "bio")
+#: the files a checkout of the published code must have
+PUBLISHED_FILES = ("main.py", "optim.py", "utils.py", "dataset.py")
+#: the harness that runs the published code (under --torch-python)
+PUBLISHED_HARNESS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                                 "bench_published.py")
 M, Q = 5, 10
 
 
@@ -79,6 +96,12 @@ def add_benchmark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-mem-gb", type=float, default=None,
                    help="skip cases whose estimated memory exceeds this (default: 60%% of RAM)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the cases as a JSON list")
+    p.add_argument("--published-code", default=None, metavar="DIR",
+                   help="your checkout of the authors' PyTorch code (GitHub: NeuralDynamicsAndComputing/"
+                        "MetaLearning-Plasticity; not bundled): measure it in this run (f0/bio with fa, T=250) "
+                        "for the 'published' column instead of quoting a reference time; needs --torch-python")
+    p.add_argument("--torch-python", default=None, metavar="PATH",
+                   help="a Python with torch and numpy that runs scripts/bench_published.py for --published-code")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
 
 
@@ -255,6 +278,23 @@ def _run_worker(case: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def is_paper_episode(r: dict[str, Any]) -> bool:
+    """The paper's episode (T = 250, meta-batch 1, EMNIST sizes), which the published code runs."""
+    return r.get("T") == 250 and r.get("meta_batch") == 1 and tuple(r.get("sizes", EMNIST_SIZES)) == EMNIST_SIZES
+
+
+def _published_cell(r: dict[str, Any]) -> str:
+    """The 'published' column: the measured time when this run measured it, else the quoted one."""
+    if r.get("published_source") == "measured":
+        ratio = r["speedup_vs_published"]
+        return f"{r['published_ms']:.0f} ms measured ({ratio:.0f}×)" if ratio >= 10 else \
+            f"{r['published_ms']:.0f} ms measured ({ratio:.1f}×)"
+    pub = PUBLISHED_S.get((r["rule"], r["feedback"]))
+    if pub and r["T"] == 250 and r["meta_batch"] == 1:
+        return f"{pub * 1e3:.0f} ms ({pub * 1e3 / r['ms_per_episode']:.0f}×)"
+    return ""
+
+
 def markdown_table(recs: list[dict[str, Any]]) -> str:
     """The cases as a markdown table."""
     head = ("| rule | fb | estimator | T | meta-batch | ms/episode | forward ms | grad/fwd | CPU ms/episode "
@@ -268,9 +308,7 @@ def markdown_table(recs: list[dict[str, Any]]) -> str:
                          f"{why} |" + " |" * 10)
             continue
         temp = r["xla_temp_mb"] if r["xla_temp_mb"] is not None else ""
-        pub = PUBLISHED_S.get((r["rule"], r["feedback"]))
-        pub_s = f"{pub * 1e3:.0f} ms ({pub * 1e3 / r['ms_per_episode']:.0f}×)" if pub and r["T"] == 250 \
-            and r["meta_batch"] == 1 else ""
+        pub_s = _published_cell(r)
         lines.append(
             f"| {r['rule']} | {r['feedback']} | {est} | {r['T']} | {r['meta_batch']} | {r['ms_per_episode']:.1f} "
             f"| {r['forward_ms']:.1f} | {r['grad_over_forward']:.1f} | {r['cpu_ms_per_episode']:.1f} "
@@ -303,6 +341,88 @@ def check_args(args: argparse.Namespace) -> None:
     if args.max_mem_gb is not None and not (args.max_mem_gb > 0 and math.isfinite(args.max_mem_gb)):
         raise ConfigError(f"--max-mem-gb must be a positive number, got {args.max_mem_gb}")
     check_json_out(args.json)
+    check_published_args(args)
+
+
+def published_rules(args: argparse.Namespace) -> list[str]:
+    """The rules of this run that the published code can be measured for (with fa, at the paper's T)."""
+    if "fa" not in args.feedback or 250 not in args.T or 1 not in args.meta_batch \
+            or tuple(args.sizes) != EMNIST_SIZES:
+        return []
+    return [r for r in PUBLISHED_RULES if r in args.rule]
+
+
+def check_published_args(args: argparse.Namespace) -> None:
+    """--published-code / --torch-python: both or neither, an existing checkout and Python (one line)."""
+    from plastic_jax.config import ConfigError
+
+    code, py = getattr(args, "published_code", None), getattr(args, "torch_python", None)
+    if code is None and py is None:
+        return
+    if code is None or py is None:
+        raise ConfigError("--published-code and --torch-python go together: the folder of the published code and "
+                          "a Python with torch to run it")
+    if not os.path.isdir(code):
+        raise ConfigError(f"--published-code {code!r} is not a folder (clone NeuralDynamicsAndComputing/"
+                          "MetaLearning-Plasticity; it is not bundled)")
+    missing = [f for f in PUBLISHED_FILES if not os.path.isfile(os.path.join(code, f))]
+    if missing:
+        raise ConfigError(f"--published-code {code!r} lacks {', '.join(missing)}: not a checkout of "
+                          "NeuralDynamicsAndComputing/MetaLearning-Plasticity")
+    if not (os.path.isfile(py) and os.access(py, os.X_OK)):
+        raise ConfigError(f"--torch-python {py!r} is not an executable file")
+    if not os.path.isfile(PUBLISHED_HARNESS):
+        raise ConfigError(f"--published-code needs the harness {PUBLISHED_HARNESS} (a source checkout of plastic_jax)")
+    if not published_rules(args):
+        raise ConfigError("--published-code measures the paper's episode: select --rule f0 and/or bio, --feedback "
+                          "fa, --T 250, --meta-batch 1 and the EMNIST --sizes")
+
+
+def run_published(args: argparse.Namespace) -> dict[str, Any]:
+    """Run scripts/bench_published.py once under --torch-python; its JSON (``ConfigError`` on failure)."""
+    import tempfile
+
+    from plastic_jax.config import ConfigError
+
+    rules = published_rules(args)
+    with tempfile.TemporaryDirectory(prefix="plastic_jax_published_") as tmp:
+        out = os.path.join(tmp, "published.json")
+        cmd = [args.torch_python, PUBLISHED_HARNESS, "--published-code", args.published_code,
+               "--rule", ",".join(rules), "--episodes", str(args.repeats), "--json", out]
+        print(f"measuring the published code ({', '.join(r + '+fa' for r in rules)}, {args.repeats} episodes "
+              "each) …", file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or not os.path.isfile(out):
+            tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+            raise ConfigError(f"measuring the published code failed (exit {proc.returncode}): {tail}")
+        try:
+            with open(out) as f:
+                res = json.load(f)
+            cases = {c["rule"]: c for c in res["cases"]}
+            if any(not float(cases[r]["s_per_episode"]) > 0 for r in rules):
+                raise ValueError("a non-positive time")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"the published-code harness wrote an unreadable result: {e}") from None
+    print(proc.stdout.strip(), file=sys.stderr, flush=True)
+    return res
+
+
+def attach_published(recs: list[dict[str, Any]], published: dict[str, Any]) -> None:
+    """Put the measured published time and the ratio on the paper-episode rows it applies to."""
+    cases = {c["rule"]: c for c in published["cases"]}
+    for r in recs:
+        c = cases.get(r["rule"])
+        if c is None or r["feedback"] != "fa" or "ms_per_episode" not in r or not is_paper_episode(r):
+            continue
+        ms = 1e3 * float(c["s_per_episode"])
+        r["published_ms"] = round(ms, 1)
+        r["published_source"] = "measured"
+        r["published_threads"] = c.get("threads")
+        r["published_episodes"] = c.get("episodes")
+        if c.get("cpu_s_per_episode") is not None:
+            r["published_cpu_ms"] = round(1e3 * float(c["cpu_s_per_episode"]), 1)
+        r["published_torch"] = published.get("torch")
+        r["speedup_vs_published"] = round(ms / r["ms_per_episode"], 2)
 
 
 def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -314,6 +434,7 @@ def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
     recs = []
     naive_done = set()
     load0 = os.getloadavg()
+    published = run_published(args) if getattr(args, "published_code", None) else None
     for case in _cases(args):
         key = (case["rule"], case["feedback"])
         want_naive = args.naive == "yes" or (args.naive == "auto" and case["T"] == 250 and case["meta_batch"] == 1)
@@ -336,7 +457,14 @@ def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
         if k in naive and "naive_ms" not in r and "ms_per_episode" in r and r["T"] == 250 and r["meta_batch"] == 1:
             r["naive_ms"] = naive[k]
             r["speedup_vs_naive"] = round(naive[k] / r["ms_per_episode"], 1)
+    if published is not None:
+        attach_published(recs, published)
     print(f"machine: {os.cpu_count()} CPU(s), load average {load0[0]:.1f} at start, {load1[0]:.1f} at end")
+    if published is not None:
+        for c in published["cases"]:
+            print(f"published code ({published.get('published_code')}): {c['rule']}+fa "
+                  f"{1e3 * float(c['s_per_episode']):.0f} ms/episode, median of {c.get('episodes')} episodes, "
+                  f"torch {published.get('torch')}, {c.get('threads')} thread(s), measured in this run")
     print(markdown_table(recs))
     if args.json:
         from plastic_jax.config import ConfigError
