@@ -279,9 +279,13 @@ def _layer_needs(rule: Rule):
     return need_z, need_wt, need_e0
 
 
-def _layer_dots(rule: Rule, W: Weights) -> tuple[tuple[tuple[str, ...], ...], ...]:
-    """Per layer, the keys of the scalar products its terms take by ``Vectors.dot`` (in the order
-    ``fuse`` computes them), read off an abstract evaluation of ``fuse``."""
+def _layer_info(rule: Rule, W: Weights) -> tuple[tuple[tuple[tuple[str, ...], ...], bool], ...]:
+    """Per layer: the keys of the scalar products its terms take by ``Vectors.dot`` (in the order
+    ``fuse`` computes them), and whether its update has a keep that depends on Θ alone and no
+    Hadamard pair (then the keep's cotangent ⟨G_{t+1}, W_t⟩ follows a scalar recurrence:
+    ``_fast_bwd_step``). Read off an abstract evaluation of ``fuse``."""
+    from plastic_jax.estimators import _constant_outputs
+
     need_z, need_wt, need_e0 = _layer_needs(rule)
     n = (W[0].shape[1], *(w.shape[0] for w in W))
     out = []
@@ -296,8 +300,14 @@ def _layer_dots(rule: Rule, W: Weights) -> tuple[tuple[tuple[str, ...], ...], ..
             return fused
 
         vec = [jax.ShapeDtypeStruct((m,), W[i].dtype) for m in (n[i], n[i + 1], n[i], n[i + 1], n[i + 1], n[i])]
-        jax.eval_shape(f, jax.ShapeDtypeStruct((rule.n_theta,), W[i].dtype), *vec)
-        out.append(tuple(keys))
+        th = jax.ShapeDtypeStruct((rule.n_theta,), W[i].dtype)
+        fused = jax.eval_shape(f, th, *vec)
+        rec = fused.keep is not None and not fused.hadamard
+        if rec:  # and the keep depends on Θ alone (its cotangent then never reaches the vectors)
+            zeros = [jnp.zeros(v.shape, v.dtype) for v in vec]
+            rec = _constant_outputs(lambda *vs, _f=f, _th=th: _f(jnp.zeros(_th.shape, _th.dtype), *vs).keep,
+                                    *zeros)[0]
+        out.append((tuple(keys), rec))
     return tuple(out)
 
 
@@ -314,7 +324,12 @@ def _layout(rule: Rule, W: Weights) -> tuple[tuple[tuple, int], ...]:
     out += [(("h", i), n[i]) for i in range(1, L)]
     out += [(("z", i), n[i + 1]) for i in range(L) if need_z[i]]
     out += [(("wt", i), n[i]) for i in range(L) if need_wt[i]]
-    out += [(("s", i, k), 1) for i, keys in enumerate(_layer_dots(rule, W)) for k in keys]
+    info = _layer_info(rule, W)
+    out += [(("s", i, k), 1) for i, (keys, _) in enumerate(info) for k in keys]
+    # for the keep recurrence: W_ℓ y_ℓ where no term reads z, and h_0 = W_0ᵀ e_1 (bp through B = W)
+    out += [(("zr", i), n[i + 1]) for i in range(L) if info[i][1] and not need_z[i]]
+    if info[0][1] and need_e0 and rule.feedback == "bp" and rule.bp_grad == "through":
+        out += [(("h", 0), n[0])]
     return tuple(out)
 
 
@@ -358,10 +373,10 @@ def _fast_forward(theta, rule: Rule, W: Weights, B: Weights, xs, labels):
             h = e @ Bf[i]
             e = h * softplus_grad_from_y(ys[i])
             d[("e", i)] = e
-            if i > 0:
-                d[("h", i)] = h
+            d[("h", i)] = h  # h_0 is kept only where the layout asks for it
         for i in range(L):
             d[("y", i + 1)] = ys[i + 1]
+            d[("zr", i)] = zs[i]
             if need_z[i]:
                 d[("z", i)] = zs[i]
             if need_wt[i]:
@@ -404,32 +419,57 @@ def _stack_vecmat(us: list, M: jax.Array) -> list:
     return [out[j] for j in range(len(us))]
 
 
-def _fused_cotangent(G: jax.Array, W: jax.Array, fused: Fused, const: Fused) -> Fused:
+def _segment_dots(groups: list) -> list:
+    """[Σ_k a_k · b_k for each group of vector pairs (a_k, b_k)] by one reduction: the products
+    of each group laid end to end in one zero-padded row, the rows summed at once (separate
+    reductions cost several XLA operations each on CPU). An empty group gives 0."""
+    rows = [jnp.concatenate([a * b for a, b in g]) if g else None for g in groups]
+    n = max(r.shape[0] for r in rows if r is not None)
+    dtype = next(r.dtype for r in rows if r is not None)
+    rows = [jnp.zeros((n,), dtype) if r is None else jnp.pad(r, (0, n - r.shape[0])) for r in rows]
+    out = jnp.sum(jnp.stack(rows), axis=1)
+    return [out[k] for k in range(len(groups))]
+
+
+def _fused_cotangent(G: jax.Array, W: jax.Array, fused: Fused, const: Fused, q_next=None):
     """The cotangent of ``fused``'s factors, given G = dL/d(apply_fused(W, fused)).
 
     keep: Σ G ⊙ W; an outer pair (u, v): (G v, Gᵀ u); a Hadamard pair (a, b): ((G ⊙ W) b,
     (G ⊙ W)ᵀ a). ``const`` has ``fused``'s structure with True where a leaf depends neither on Θ
-    nor on the variable vectors: its cotangent is zero (not computed)."""
+    nor on the variable vectors: its cotangent is zero (not computed).
+
+    With ``q_next`` = ⟨G, W_{t+1}⟩ given (a keep and no Hadamard pair) the keep's cotangent ⟨G, W⟩
+    comes from it without a pass over G ⊙ W: W_{t+1} = keep·W + Σ u vᵀ gives
+    keep·⟨G, W⟩ = q_next − Σ uᵀ G v. The keep's cotangent is then left 0 here, and the pairs
+    (u, G v) are returned for the caller to form it. Returns (the cotangent, the pairs or None)."""
     keep, outer, had = fused
     ckeep, couter, chad = const
     zero = jnp.zeros_like
-    # outer: one G @ [v…] and one [u…] @ G
-    need_u = [j for j, (cu, _) in enumerate(couter) if not cu]
+    rec = q_next is not None
+    # outer: one G @ [v…] and one [u…] @ G (G v for every pair with the recurrence)
+    need_u = [j for j, (cu, _) in enumerate(couter) if rec or not cu]
     need_v = [j for j, (_, cv) in enumerate(couter) if not cv]
     ubar = dict(zip(need_u, _stack_matvec(G, [outer[j][1] for j in need_u])))
     vbar = dict(zip(need_v, _stack_vecmat([outer[j][0] for j in need_v], G)))
-    outer_ct = tuple((ubar.get(j, zero(u)), vbar.get(j, zero(v))) for j, (u, v) in enumerate(outer))
-    keep_ct, had_ct = None, ()
-    if keep is not None or had:
+    outer_ct = tuple((zero(u) if cu else ubar[j], vbar.get(j, zero(v)))
+                     for j, ((u, v), (cu, _)) in enumerate(zip(outer, couter)))
+    keep_ct, had_ct, uu = None, (), None
+    if rec:  # the keep's cotangent is set by the caller, from uu = [(u, G v)…]
+        uu = [(outer[j][0], ubar[j]) for j in need_u]
+        keep_ct = zero(keep)
+    elif keep is not None or had:
         P = G * W
         need_a = [j for j, (ca, _) in enumerate(chad) if not ca]
         need_b = [j for j, (_, cb) in enumerate(chad) if not cb]
-        abar = dict(zip(need_a, _stack_matvec(P, [had[j][1] for j in need_a])))
+        # Σ P = 1ᵀ (P 1): one more column of the product P [b…] instead of a pass over P
+        sum_col = keep is not None and not ckeep
+        cols = _stack_matvec(P, [had[j][1] for j in need_a] + ([jnp.ones_like(W[0])] if sum_col else []))
+        abar = dict(zip(need_a, cols))
         bbar = dict(zip(need_b, _stack_vecmat([had[j][0] for j in need_b], P)))
         had_ct = tuple((abar.get(j, zero(a)), bbar.get(j, zero(b))) for j, (a, b) in enumerate(had))
         if keep is not None:
-            keep_ct = zero(keep) if ckeep else jnp.sum(P)
-    return Fused(keep_ct, outer_ct, had_ct)
+            keep_ct = zero(keep) if ckeep else jnp.sum(cols[-1])
+    return Fused(keep_ct, outer_ct, had_ct), uu
 
 
 def _layer_fuse_fn(rule: Rule, i: int, prim: dict, var: list, theta=None, dots: dict | None = None):
@@ -490,8 +530,14 @@ def _add_dot_cotangents(rule: Rule, i: int, theta, const_prim: dict, var: list, 
             vb[name] = _add(vb.get(name), term)
 
 
-def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d: dict, x):
-    """One step of the backward scan, by hand: returns (W_t, G_t, the factors' cotangents, h̄).
+def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d: dict, x, q: tuple):
+    """One step of the backward scan, by hand: returns (W_t, G_t, the factors' cotangents, h̄, q_t).
+
+    q: per layer ⟨G_{t+1}, W_{t+1}⟩ where the layer's update has a keep and no Hadamard pair
+    (else None); the keep's cotangent ⟨G_{t+1}, W_t⟩ and the next q_t = ⟨G_t, W_t⟩ follow from it
+    by vector products alone (``_fused_cotangent``; q_t = keep·⟨G_{t+1}, W_t⟩ + Σ cᵀ W_t d over
+    the cotangent's new outer products c dᵀ, with W_t d from the stored z, Wᵀpost or h), so no
+    pass over G ⊙ W_t is needed.
 
     The step's forward pass is not recomputed: its vectors come from the residuals ``d``; W_t
     (rebuilt from W_{t+1} and the factors) is only used in the matrix–vector products that carry
@@ -514,7 +560,8 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
     ebar = [None] * (L + 1)
     zbar = [None] * L
     outers = [[] for _ in range(L)]  # the cotangent's new outer products c dᵀ per layer
-    fused_all, W_t, cts, keep_cts = [], [], [], []
+    fused_all, W_t, cts, uus = [], [], [], []
+    bil = [[] for _ in range(L)]  # cᵀ W_t d for the cotangent's new outer products c dᵀ
     for i in range(L):
         vecs = _layer_vectors(d, x, i)
         const_prim, var = _layer_split(rule, i, vecs)
@@ -529,8 +576,8 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
         # which factors depend on (Θ, the variable vectors), the scalar products recomputed
         const = jax.tree.unflatten(tree, _constant_outputs(f_all, theta, *args))
         W_i = unapply_fused(W_next[i], fused)
-        ct = _fused_cotangent(G[i], W_i, fused, const)
-        keep_cts.append(None if jax.tree.leaves(const.keep) in ([], [True]) else ct.keep)
+        ct, uu = _fused_cotangent(G[i], W_i, fused, const, q[i])
+        uus.append(uu)
         ct_leaves = [c for c, k in zip(jax.tree.leaves(ct), jax.tree.leaves(const)) if not k]
         cts.append(ct_leaves)
         vb = dict(zip(var, vjp(ct)))
@@ -544,6 +591,7 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
         if vb.get("wt_post") is not None:  # wt_post = Wᵀ post
             ybar[i + 1] = _add(ybar[i + 1], W_i @ vb["wt_post"])
             outers[i].append((ys[i + 1], vb["wt_post"]))
+            bil[i].append((d.get(("wt", i)), vb["wt_post"]))  # postᵀ W_t w̄ = (Wᵀpost)·w̄
         fused_all.append(fused)
         W_t.append(W_i)
 
@@ -558,6 +606,7 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
         ebar[i + 1] = _add(ebar[i + 1], (W_t[i] if bp else B[i]) @ hbar)
         if bp and rule.bp_grad == "through":
             outers[i].append((d[("e", i + 1)], hbar))
+            bil[i].append((d.get(("h", i)), hbar))  # e_{i+1}ᵀ W_t h̄ = h_i·h̄ (B = W)
         hbars[i] = hbar
     ybar[L] = _add(ybar[L], ebar[L])
 
@@ -573,17 +622,23 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
         if zb is None:
             continue
         outers[i].append((zb, ys[i]))
+        bil[i].append((zb, d.get(("zr", i), d.get(("z", i)))))  # zbᵀ W_t y_i = zb·z_i
         if i > 0:
             ybar[i] = _add(ybar[i], zb @ W_t[i])
 
-    # keep + 0·Σ G ⊙ W_t: a data dependency that lets XLA write G_t over G in place. Without it
-    # the reduction Σ G ⊙ W_t (which only leaves the scan) may run after that write, and XLA
-    # copies every G (one weight-sized copy per layer and step). It changes no finite value: a
-    # non-finite Σ G ⊙ W_t makes dL/dθ non-finite anyway (meta_step then skips the update).
-    keeps = [f.keep if k is None else f.keep + 0.0 * k for f, k in zip(fused_all, keep_cts)]
-    G_t = tuple(apply_fused(G[i], Fused(keeps[i], tuple(outers[i]), fused_all[i].hadamard))
+    G_t = tuple(apply_fused(G[i], Fused(fused_all[i].keep, tuple(outers[i]), fused_all[i].hadamard))
                 for i in range(L))
-    return tuple(W_t), G_t, cts, tuple(hbars)
+    # the keep recurrence, every layer's scalar products in one reduction:
+    # keep·⟨G_{t+1}, W_t⟩ = q_{t+1} − Σ uᵀ G v, q_t = that + Σ cᵀ W_t d
+    rec = [i for i in range(L) if uus[i] is not None]
+    q_t = [None] * L
+    if rec:
+        sums = _segment_dots([uus[i] for i in rec] + [bil[i] for i in rec])
+        for k, i in enumerate(rec):
+            part = q[i] - sums[k]
+            cts[i][0] = part / fused_all[i].keep  # the keep's cotangent: the first leaf
+            q_t[i] = part + sums[len(rec) + k]
+    return tuple(W_t), G_t, cts, tuple(hbars), tuple(q_t)
 
 
 def _layer_theta_vjp(theta, rule: Rule, i: int, vecs: dict, const: list, ct_leaves: list) -> jax.Array:
@@ -622,19 +677,21 @@ def _fast_backward(theta, rule: Rule, W_T: Weights, B: Weights, xs, labels, res,
     ct_shapes = []  # the factors' cotangents of one step, per layer: their shapes (set while tracing)
 
     def body(carry, inp):
-        W_next, G = carry
+        W_next, G, q = carry
         d, x = inp
-        W_t, G_t, cts, hbars = _fast_bwd_step(theta, rule, W_next, G, B, d, x)
+        W_t, G_t, cts, hbars, q_t = _fast_bwd_step(theta, rule, W_next, G, B, d, x, q)
         ct_shapes[:] = [[c.shape for c in layer] for layer in cts]
         # one flat vector per step: a single in-place update of one stacked output
         flat = [c.reshape(-1) for layer in cts for c in layer]
         packed = jnp.concatenate(flat) if flat else jnp.zeros((0,), theta.dtype)
-        return (W_t, G_t), (packed, hbars if want_B else None)
+        return (W_t, G_t, q_t), (packed, hbars if want_B else None)
 
+    # ⟨G_T, W_T⟩ for the layers whose keep's cotangent follows the recurrence
+    q_T = tuple(jnp.sum(g * w) if rec else None for g, w, (_, rec) in zip(G_T, W_T, _layer_info(rule, W_T)))
     # the residuals as separate stacked vectors: each step slices its own (measured faster than
     # slicing one packed vector per step)
-    (W_0, G_0), (packed, hbars) = jax.lax.scan(body, (tuple(W_T), tuple(G_T)), (_unpack(res, layout), xs),
-                                               reverse=True)
+    (W_0, G_0, _), (packed, hbars) = jax.lax.scan(body, (tuple(W_T), tuple(G_T), q_T),
+                                                  (_unpack(res, layout), xs), reverse=True)
     cts, o = [], 0
     for layer in ct_shapes:
         cts.append([])
