@@ -28,8 +28,12 @@ Two backward steps compute the same numbers:
   the named vectors (so user terms and pools need nothing more). dL/dΘ is not accumulated in the
   scan: each step emits its factors' cotangents (vectors) and ``_theta_cotangent`` contracts them
   with d fused / dΘ for all steps at once after the scan (a few large operations instead of R
-  small reductions per layer and step; on a CPU at batch size 1 the cost of a scan step is the
-  number of operations XLA runs, not their FLOPs).
+  small reductions per layer and step; on a CPU at batch size 1 a scan step costs its passes over
+  weight-sized arrays plus a fixed overhead per XLA operation). Two more things keep both down:
+  the scalar products the terms take (``Vectors.dot``: F5–F8 in the matrix reading) are stored by
+  the forward scan and their cotangents formed in one product per layer
+  (``_add_dot_cotangents``); and the cotangent of a keep (the decay F3), ⟨G_{t+1}, W_t⟩, follows a
+  scalar recurrence instead of a pass over G ⊙ W_t (``_fast_bwd_step``).
 
 **Rounding and the guard.** Rebuilding divides by S_t = keep + Σ a bᵀ, so rounding errors grow by
 1/|S_t| per step going backwards (keep = 1 − θ_3 < 1 with a decay). The rebuilt W_0 is compared
