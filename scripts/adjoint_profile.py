@@ -4,7 +4,8 @@
     python scripts/adjoint_profile.py --rule pool --f5-f8 elementwise --repeats 21
 
 For one task on the EMNIST-sized network (T = 250, synthetic inputs, the benchmark's), in one
-process, alternating the calls: the process CPU time (median over --repeats) of
+process, alternating the calls: the process CPU time and the wall time (medians over --repeats;
+on a shared machine trust CPU time, on a quiet one wall time: XLA then runs on every core) of
 
 - ``forward episode``: ``episode.batch_loss`` (draw, the online scan, the query loss), the
   denominator of every ratio;
@@ -92,23 +93,27 @@ def main(argv: list[str] | None = None) -> int:
     for f in fns.values():
         jax.block_until_ready(f(theta))
     cpu = {n: [] for n in fns}
+    wall = {n: [] for n in fns}
     for _ in range(args.repeats):
         for n, f in fns.items():
-            c0 = time.process_time()
+            c0, w0 = time.process_time(), time.perf_counter()
             jax.block_until_ready(f(theta))
             cpu[n].append(time.process_time() - c0)
+            wall[n].append(time.perf_counter() - w0)
     med = {n: statistics.median(v) * 1e3 for n, v in cpu.items()}
+    wmed = {n: statistics.median(v) * 1e3 for n, v in wall.items()}
     try:
         import os
         load = f"{os.getloadavg()[0]:.1f}"
     except OSError:
         load = "?"
     print(f"rule {args.rule}, {args.f5_f8} F5-F8, {args.feedback}, per-layer Θ {args.per_layer_theta}, "
-          f"T {T}, meta-batch 1; process CPU ms, median of {args.repeats}; load average {load}")
-    print("| part | CPU ms | × forward episode |")
-    print("|---|---|---|")
+          f"T {T}, meta-batch 1; medians of {args.repeats}; load average {load}")
+    print("| part | CPU ms | × forward episode | wall ms | × forward episode |")
+    print("|---|---|---|---|---|")
     for n, m in med.items():
-        print(f"| {n} | {m:.1f} | {m / med['forward episode']:.2f} |")
+        w = wmed[n]
+        print(f"| {n} | {m:.1f} | {m / med['forward episode']:.2f} | {w:.1f} | {w / wmed['forward episode']:.2f} |")
 
     print("\nXLA operations per scan step (optimised HLO):")
     for name, f in (("forward episode", fns["forward episode"]), ("adjoint", fns["adjoint meta-gradient"])):
