@@ -498,15 +498,15 @@ def _layer_split(rule: Rule, i: int, vecs: dict):
     return {k: v for k, v in vecs.items() if k not in var}, var
 
 
-def _add_dot_cotangents(rule: Rule, i: int, theta, const_prim: dict, var: list, args: list, dots: dict,
-                        const, ct_leaves: list, vecs: dict, vb: dict) -> None:
-    """Adds to ``vb`` (the named vectors' cotangents) what reaches them through layer i's scalar
-    products s_k = Σ_j Π v_j (``Vectors.dot``).
+def _dot_cotangent_groups(rule: Rule, i: int, theta, const_prim: dict, var: list, args: list, dots: dict,
+                          const, ct_leaves: list) -> list:
+    """For layer i's scalar products s_k = Σ_j Π v_j (``Vectors.dot``): per k, the vector pairs
+    whose summed dot products give s̄_k = ⟨factors' cotangent, ∂factors/∂s_k⟩.
 
-    s̄_k = ⟨factors' cotangent, ∂factors/∂s_k⟩ for all k at once: the tangents for the K unit
-    directions (``jax.jvp``, vmapped: element-wise work) are flattened into one (K, N) matrix and
-    contracted with the flat cotangent in one product (separate reductions, which XLA's CPU
-    backend splits in two each, cost several times more at this size). Then v̄ += s̄_k ∂s_k/∂v."""
+    The tangents for the K unit directions come from ``jax.jvp`` of ``fuse``, vmapped
+    (element-wise work); the caller sums every layer's groups in one reduction
+    (``_segment_dots``: separate reductions, which XLA's CPU backend splits in two each, cost
+    several times more at this size) and hands s̄ to ``_add_dot_cotangents``."""
     from plastic_jax.estimators import _constant_outputs
 
     keys = list(dots)
@@ -524,7 +524,12 @@ def _add_dot_cotangents(rule: Rule, i: int, theta, const_prim: dict, var: list, 
         if dep:
             J.append(t.reshape(len(keys), -1))
             c.append(ct.reshape(-1))
-    sbar = jnp.concatenate(J, axis=1) @ jnp.concatenate(c)
+    return [[(j[k], cc) for j, cc in zip(J, c)] for k in range(len(keys))]
+
+
+def _add_dot_cotangents(keys: list, sbar: list, var: list, vecs: dict, vb: dict) -> None:
+    """Adds to ``vb`` (the named vectors' cotangents) s̄_k ∂s_k/∂v for each scalar product
+    s_k = Σ_j Π v_j of ``keys``."""
     for k, key in enumerate(keys):
         for j, name in enumerate(key):
             if name not in var:  # the input x: no cotangent
@@ -564,7 +569,7 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
     ebar = [None] * (L + 1)
     zbar = [None] * L
     outers = [[] for _ in range(L)]  # the cotangent's new outer products c dᵀ per layer
-    fused_all, W_t, cts, uus = [], [], [], []
+    fused_all, W_t, cts, uus, vbs, dot_groups = [], [], [], [], [], []
     bil = [[] for _ in range(L)]  # cᵀ W_t d for the cotangent's new outer products c dᵀ
     for i in range(L):
         vecs = _layer_vectors(d, x, i)
@@ -586,7 +591,19 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
         cts.append(ct_leaves)
         vb = dict(zip(var, vjp(ct)))
         if dots:
-            _add_dot_cotangents(rule, i, theta, const_prim, var, args, dots, const, ct_leaves, vecs, vb)
+            dot_groups.append((i, list(dots), var, vecs, _dot_cotangent_groups(
+                rule, i, theta, const_prim, var, args, dots, const, ct_leaves)))
+        vbs.append(vb)
+        fused_all.append(fused)
+        W_t.append(W_i)
+
+    # the scalar products' cotangents of every layer in one reduction
+    if dot_groups:
+        sums = iter(_segment_dots([g for *_, groups in dot_groups for g in groups]))
+        for i, keys, var, vecs, groups in dot_groups:
+            _add_dot_cotangents(keys, [next(sums) for _ in groups], var, vecs, vbs[i])
+    for i in range(L):
+        vb, W_i = vbs[i], W_t[i]
         ybar[i] = _add(ybar[i], vb.get("pre"))
         ybar[i + 1] = _add(ybar[i + 1], vb.get("post"))
         ebar[i] = _add(ebar[i], vb.get("e_pre"))
@@ -596,8 +613,6 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
             ybar[i + 1] = _add(ybar[i + 1], W_i @ vb["wt_post"])
             outers[i].append((ys[i + 1], vb["wt_post"]))
             bil[i].append((d.get(("wt", i)), vb["wt_post"]))  # postᵀ W_t w̄ = (Wᵀpost)·w̄
-        fused_all.append(fused)
-        W_t.append(W_i)
 
     # teaching signals, bottom-up: e_i = h_i ⊙ g(y_i), h_i = Bᵀ_i e_{i+1}, e_L = y_L − onehot
     hbars = [None] * L
