@@ -31,9 +31,9 @@ Two backward steps compute the same numbers:
   small reductions per layer and step; on a CPU at batch size 1 a scan step costs its passes over
   weight-sized arrays plus a fixed overhead per XLA operation). Two more things keep both down:
   the scalar products the terms take (``Vectors.dot``: F5–F8 in the matrix reading) are stored by
-  the forward scan and their cotangents formed in one product per layer
-  (``_add_dot_cotangents``); and the cotangent of a keep (the decay F3), ⟨G_{t+1}, W_t⟩, follows a
-  scalar recurrence instead of a pass over G ⊙ W_t (``_fast_bwd_step``).
+  the forward scan, and their cotangents for every layer are summed in one reduction per step
+  (``_dot_cotangent_groups``, ``_segment_dots``); and the cotangent of a keep (the decay F3),
+  ⟨G_{t+1}, W_t⟩, follows a scalar recurrence instead of a pass over G ⊙ W_t (``_fast_bwd_step``).
 
 **Rounding and the guard.** Rebuilding divides by S_t = keep + Σ a bᵀ, so rounding errors grow by
 1/|S_t| per step going backwards (keep = 1 − θ_3 < 1 with a decay). The rebuilt W_0 is compared
@@ -287,13 +287,18 @@ def _layer_info(rule: Rule, W: Weights) -> tuple[tuple[tuple[tuple[str, ...], ..
     """Per layer: the keys of the scalar products its terms take by ``Vectors.dot`` (in the order
     ``fuse`` computes them), and whether its update has a keep that depends on Θ alone and no
     Hadamard pair (then the keep's cotangent ⟨G_{t+1}, W_t⟩ follows a scalar recurrence:
-    ``_fast_bwd_step``). Read off an abstract evaluation of ``fuse``."""
+    ``_fast_bwd_step``). Read off an abstract evaluation of ``fuse``, once per rule, layer sizes
+    and dtype (the forward and the backward scan both ask while tracing)."""
+    return _layer_info_of(rule, (W[0].shape[1], *(w.shape[0] for w in W)), jnp.dtype(W[0].dtype))
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_info_of(rule: Rule, n: tuple[int, ...], dtype) -> tuple:
     from plastic_jax.estimators import _constant_outputs
 
     need_z, need_wt, need_e0 = _layer_needs(rule)
-    n = (W[0].shape[1], *(w.shape[0] for w in W))
     out = []
-    for i in range(len(W)):
+    for i in range(len(n) - 1):
         keys = []
 
         def f(th, pre, post, e_pre, e_post, z, wt, _i=i, _keys=keys):
@@ -303,8 +308,8 @@ def _layer_info(rule: Rule, W: Weights) -> tuple[tuple[tuple[tuple[str, ...], ..
             _keys[:] = list(v.dots)
             return fused
 
-        vec = [jax.ShapeDtypeStruct((m,), W[i].dtype) for m in (n[i], n[i + 1], n[i], n[i + 1], n[i + 1], n[i])]
-        th = jax.ShapeDtypeStruct((rule.n_theta,), W[i].dtype)
+        vec = [jax.ShapeDtypeStruct((m,), dtype) for m in (n[i], n[i + 1], n[i], n[i + 1], n[i + 1], n[i])]
+        th = jax.ShapeDtypeStruct((rule.n_theta,), dtype)
         fused = jax.eval_shape(f, th, *vec)
         rec = fused.keep is not None and not fused.hadamard
         if rec:  # and the keep depends on Θ alone (its cotangent then never reaches the vectors)
