@@ -177,7 +177,24 @@ class Checkpointer:
             )
             self._mgr.wait_until_finished()
 
-    def _read(self, step: int, target: Any) -> Any:
+    def _read(self, step: int, target: Any, legacy: Any = None) -> Any:
+        """The state of ``step`` in ``target``'s structure; ``legacy``: ``(old_target, convert)``
+        for a checkpoint written in an older structure (tried when ``target``'s does not match)."""
+        try:
+            return self._read_as(step, target)
+        except Exception:
+            if legacy is None:
+                raise
+            old_target, convert = legacy
+            try:
+                old = self._read_as(step, old_target)
+            except Exception:  # noqa: BLE001 - report the failure against today's structure
+                pass
+            else:
+                return jax.tree.map(np.asarray, jax.device_get(convert(old)))
+            raise
+
+    def _read_as(self, step: int, target: Any) -> Any:
         import orbax.checkpoint as ocp
 
         target = jax.device_get(target)
@@ -200,9 +217,10 @@ class Checkpointer:
             raise CheckpointError("non-finite values")
         return state
 
-    def restore_latest(self, target: Any, max_episode: int | None = None) -> Restored | None:
+    def restore_latest(self, target: Any, max_episode: int | None = None, legacy: Any = None) -> Restored | None:
         """The newest step that reads back intact (at most ``max_episode``), or None if there is none.
 
+        ``legacy``: ``(old_target, convert)``, how to read a checkpoint of an older state structure.
         The damaged steps newer than the one returned are moved aside to ``<directory>_bad/``,
         each with a one-line note on stderr. Raises ``CheckpointError`` when steps exist but none
         is usable, and then moves nothing.
@@ -216,7 +234,7 @@ class Checkpointer:
                 reasons.append(f"step {step}: beyond the {max_episode} complete episode(s) of metrics.jsonl")
                 continue
             try:
-                state = self._read(step, target)
+                state = self._read(step, target, legacy)
             except Exception as e:  # noqa: BLE001 - any failure to read means: not usable
                 msg = " ".join(str(e).split()) if str(e).strip() else type(e).__name__
                 msg = msg if len(msg) <= 160 else msg[:160] + "…"

@@ -112,11 +112,22 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
     n = min(100, cfg.episodes)
     print(f"run: {cfg.out}")
     print(f"mean query accuracy over the last {n} episodes: {summary['last100_accuracy']:.4f}")
-    if len(summary["seeds"]) > 1:
+    if "combinations" in summary:
+        for c in summary["combinations"]:
+            ci = c["last100_accuracy_ci98"]
+            print(f"  l1 {c['l1']:g}, meta_lr {c['meta_lr']:g}: {c['last100_accuracy']:.4f}"
+                  + (f" [98% CI {ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+    elif len(summary["seeds"]) > 1:
         lo, hi = summary["last100_accuracy_ci98"]
         print(f"over {len(summary['seeds'])} seeds: 98% bootstrap CI [{lo:.4f}, {hi:.4f}] (500 resamples)")
-    for seed, th in zip(summary["seeds"], summary["theta"]):
-        print(f"final theta (seed {seed}): " + ", ".join(f"{k}={v:+.5f}" for k, v in th.items()))
+    members = summary.get("members") or [{"seed": s} for s in summary["seeds"]]
+    for m, th in zip(members, summary["theta"]):
+        who = ", ".join(f"{k} {v:g}" for k, v in m.items())
+        print(f"final theta ({who}): " + ", ".join(f"{k}={v:+.5f}" for k, v in th.items()))
+    ev = summary.get("events") or {}
+    flagged = {k: sum(v) for k, v in ev.items() if k in ("spikes", "rollbacks") and sum(v)}
+    if flagged:
+        print("guard: " + ", ".join(f"{n} {k}" for k, n in flagged.items()) + " (per member in summary.json 'events')")
     return 0
 
 

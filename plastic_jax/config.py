@@ -189,6 +189,33 @@ def _estimators() -> Sequence[str]:
     return tuple(ESTIMATORS)
 
 
+def _each(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    """``check`` of a value that may be a list of values (a swept setting)."""
+
+    def each(v: Any) -> str | None:
+        for x in v if isinstance(v, tuple) else (v,):
+            msg = check(x)
+            if msg:
+                return msg
+        if isinstance(v, tuple) and len(set(v)) != len(v):
+            return f"lists a value twice: {','.join(map(str, v))}"
+        return None
+
+    return each
+
+
+#: what ``--preset`` sets, for the settings left at None (``resolve_preset``)
+PRESETS: dict[str, dict[str, Any]] = {
+    "robust": {"meta_lr": 1e-3, "clip_factor": 3.0, "guard": "rollback"},
+    "paper": {"meta_lr": 1e-3, "clip_factor": 0.0, "guard": "skip"},
+}
+#: the robust preset's Adam rate for rules with any of F5-F8 (pool): one Adam step of 1e-3 on θ5
+#: acts on the weights like a step of 0.007-0.03 on θ0, which starts at 0.001 (docs/RESULTS.md)
+ROBUST_META_LR_F5_F8 = 1e-4
+#: the settings a preset resolves
+PRESET_SETTINGS = ("meta_lr", "clip_factor", "guard")
+
+
 DATA, RULE, META, OUTPUT, RUN = ("task and data", "plasticity rule", "meta-training", "output",
                                  "config, checkpoints, guard, devices")
 
@@ -249,10 +276,33 @@ class TrainConfig:
     M: int = setting(5, "classes per task", group=DATA, check=_positive_int, evaluate=True)
     K: int = setting(50, "training examples per class", group=DATA, check=_positive_int, evaluate=True)
     Q: int = setting(10, "query examples per class", group=DATA, check=_positive_int, evaluate=True)
-    meta_lr: float = setting(1e-3, "Adam learning rate", group=META, check=_positive)
-    l1: float = setting(0.0, "λ of the L1 penalty on Θ", group=META, check=_non_negative)
+    preset: str = setting(
+        "robust", "the meta-optimiser's defaults: robust (relative clipping, rollback guard; Adam 1e-3, 1e-4 "
+        "for rules with F5-F8) or paper (the paper's exact Adam 1e-3, no clipping, the skip guard); a flag "
+        "given with it wins; config.json records the resolved values", group=META, choices=tuple(PRESETS),
+        noun="--preset", legacy="paper")
+    meta_lr: float | tuple[float, ...] | None = setting(
+        None, "Adam learning rate; a comma list (1e-3,1e-4) sweeps it in one program (default: from --preset)",
+        group=META, check=_each(_positive), show_default=False, metavar="LR[,LR...]")
+    l1: float | tuple[float, ...] = setting(
+        0.0, "λ of the L1 penalty on Θ; a comma list (0,1,10) sweeps it in one program", group=META,
+        check=_each(_non_negative), metavar="L1[,L1...]")
     meta_clip: float = setting(0.0, "clip the meta-gradient (with the L1 subgradient) to this global norm "
                                "before Adam (0: no clipping)", group=META, check=_non_negative)
+    clip_factor: float | None = setting(
+        None, "clip the meta-gradient's norm at this multiple of the median of the run's last 50 accepted "
+        "norms (0: off; default: from --preset, robust 3, paper 0)", group=META, check=_non_negative,
+        show_default=False, legacy=0.0)
+    spike_factor: float = setting(
+        100.0, "a meta-gradient norm above this multiple of that median is a spike: flagged in the records, "
+        "the progress line and summary.json, and rejected by --guard rollback (0: never)", group=META,
+        check=_non_negative, legacy=100.0)
+    guard: str | None = setting(
+        None, "on a bad meta-update: rollback (reject spikes; on a non-finite update return Θ and Adam's "
+        "state to a snapshot 25-50 updates back and halve the step, which recovers over 50 updates) or skip "
+        "(hold the last finite Θ; spikes are used); default: from --preset, robust rollback, paper skip",
+        group=RUN, choices=("rollback", "skip"), noun="--guard", show_default=False, legacy="skip",
+        resume=False)
     meta_batch: int = setting(1, "tasks per meta-update, vmapped (1: the paper's)", group=META,
                               check=_positive_int)
     seed: int = setting(0, "random seed (0 … 2^32-1)", group=META, check=_non_negative_int, maximum=SEED_MAX)
@@ -285,6 +335,30 @@ class TrainConfig:
     extra: dict[str, Any] = setting(help="derived facts recorded with the run (the resolved class split)",
                                     factory=dict, resume=True)
 
+    def __post_init__(self) -> None:
+        resolve_preset(self)
+
+    @property
+    def l1_values(self) -> tuple[float, ...]:
+        """The λ of the run (several: a sweep)."""
+        return self.l1 if isinstance(self.l1, tuple) else (self.l1,)
+
+    @property
+    def meta_lr_values(self) -> tuple[float, ...]:
+        """The Adam rates of the run (several: a sweep)."""
+        return self.meta_lr if isinstance(self.meta_lr, tuple) else (self.meta_lr,)
+
+    def members(self) -> list[tuple[float, float, int]]:
+        """Every (l1, meta_lr, seed) trained by the run, in the order of the vmapped axis:
+        λ slowest, then the rate, then the seed."""
+        return [(lam, lr, self.seed + s) for lam in self.l1_values for lr in self.meta_lr_values
+                for s in range(self.seeds)]
+
+    @property
+    def is_sweep(self) -> bool:
+        """Whether the run sweeps λ or the Adam rate (more than one combination)."""
+        return len(self.l1_values) * len(self.meta_lr_values) > 1
+
     def to_json(self) -> dict[str, Any]:
         """The settings as JSON values (tuples become lists), in field order."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -301,8 +375,10 @@ class TrainConfig:
         for k, v in d.items():
             tp = FIELD_TYPES[k]
             if isinstance(v, list) and _is_tuple(tp):
-                d[k] = tuple(v)  # JSON and TOML arrays; validate() checks the items
-            elif tp is float and isinstance(v, int) and not isinstance(v, bool):
+                v = tuple(float(x) if _tuple_item(tp) is float and _is_int(x) else x for x in v)
+                # a list of one swept value is that value (a sweep of one is a single run)
+                d[k] = v[0] if len(v) == 1 and float in _alternatives(tp) else v  # validate() checks the items
+            elif float in _alternatives(tp) and _is_int(v):
                 d[k] = float(v)
         return cls(**d)
 
@@ -329,6 +405,27 @@ RESUME_MAY_CHANGE: tuple[str, ...] = tuple(n for n, s in SETTINGS.items() if s.r
 LEGACY: dict[str, Any] = {n: s.legacy for n, s in SETTINGS.items() if s.legacy is not NO_LEGACY}
 
 
+def resolve_preset(cfg: TrainConfig) -> None:
+    """Fill the settings left at None (``PRESET_SETTINGS``) from ``cfg.preset`` (``PRESETS``), in
+    place; an unknown preset leaves them for ``validate`` to refuse the preset."""
+    values = PRESETS.get(cfg.preset) if isinstance(cfg.preset, str) else None
+    if values is None:
+        return
+    for name in PRESET_SETTINGS:
+        if getattr(cfg, name) is None:
+            v = values[name]
+            if name == "meta_lr" and cfg.preset == "robust" and _has_f5_f8(cfg):
+                v = ROBUST_META_LR_F5_F8
+            setattr(cfg, name, v)
+
+
+def _has_f5_f8(cfg: TrainConfig) -> bool:
+    try:
+        return any(t in (5, 6, 7, 8) for terms in layer_term_sets(cfg) for t in terms)
+    except (ConfigError, TypeError, AttributeError):
+        return False
+
+
 def flag_of(name: str) -> str:
     """The (first) command-line flag of setting ``name``."""
     s = SETTINGS[name]
@@ -352,6 +449,11 @@ def _is_tuple(tp: Any) -> bool:
     return any(typing.get_origin(a) is tuple for a in _alternatives(tp))
 
 
+def _tuple_item(tp: Any) -> Any:
+    """The item type of the tuple alternative of ``tp`` (int or float)."""
+    return next(typing.get_args(a)[0] for a in _alternatives(tp) if typing.get_origin(a) is tuple)
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -367,8 +469,10 @@ def type_ok(v: Any, tp: Any) -> bool:
             return True
         if alt is float and (_is_int(v) or isinstance(v, float)):
             return True
-        if origin is tuple and isinstance(v, (tuple, list)) and all(_is_int(x) for x in v):
-            return True
+        if origin is tuple and isinstance(v, (tuple, list)):
+            item = typing.get_args(alt)[0]
+            if all(_is_int(x) or item is float and isinstance(x, float) for x in v):
+                return True
         if origin is dict and isinstance(v, dict):
             return True
     return False
@@ -379,7 +483,8 @@ _TYPE_WORDS = {str: "a string", bool: "true or false", int: "an integer", float:
 
 
 def _type_words(tp: Any) -> str:
-    return " or ".join("a list of integers" if typing.get_origin(a) is tuple
+    return " or ".join(f"a list of {'numbers' if typing.get_args(a)[0] is float else 'integers'}"
+                       if typing.get_origin(a) is tuple
                        else _TYPE_WORDS.get(typing.get_origin(a) or a, str(a)) for a in _alternatives(tp))
 
 
@@ -399,6 +504,17 @@ def _int_list(s: str) -> tuple[int, ...]:
         return tuple(int(v) for v in s.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def _float_list(s: str) -> float | tuple[float, ...]:
+    """A number, or a comma list of numbers (a swept setting): ``1e-3`` or ``1e-3,1e-4``."""
+    try:
+        vals = tuple(float(v) for v in s.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {s!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {s!r}")
+    return vals[0] if len(vals) == 1 else vals
 
 
 def _show(v: Any) -> str:
@@ -435,7 +551,7 @@ def add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | Non
             kw["action"] = "store_true"
         else:
             alts = [a for a in _alternatives(tp) if a is not type(None)]
-            kw["type"] = _int_list if _is_tuple(tp) else alts[0]
+            kw["type"] = (_float_list if _tuple_item(tp) is float else _int_list) if _is_tuple(tp) else alts[0]
             kw["metavar"] = s.metavar
         g.add_argument(*(s.flags or ("--" + name.replace("_", "-"),)), **kw)
         added.append(name)
@@ -566,16 +682,17 @@ def _generic_check(name: str, v: Any) -> str | None:
     floats finite in float32, strings without NUL characters."""
     if isinstance(v, bool) or v is None:
         return None
-    if isinstance(v, int) or isinstance(v, tuple):
+    if isinstance(v, tuple) and v and all(isinstance(x, float) for x in v) or isinstance(v, float):
+        for x in v if isinstance(v, tuple) else (v,):
+            if not math.isfinite(x):
+                return f"must be finite, got {x!r}"
+            if abs(x) > FLOAT32_MAX:
+                return f"must be finite in float32 (|x| <= 3.4e38), got {x!r}"
+    elif isinstance(v, int) or isinstance(v, tuple):
         top = SETTINGS[name].maximum or INT_MAX
         for x in v if isinstance(v, tuple) else (v,):
             if abs(x) > top:
                 return f"must be at most {top}, got {x}"
-    elif isinstance(v, float):
-        if not math.isfinite(v):
-            return f"must be finite, got {v!r}"
-        if abs(v) > FLOAT32_MAX:
-            return f"must be finite in float32 (|x| <= 3.4e38), got {v!r}"
     elif isinstance(v, str) and "\x00" in v:
         return "must not contain a NUL character"
     return None

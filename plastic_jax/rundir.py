@@ -240,15 +240,45 @@ def latest_records(records: list[dict[str, Any]]) -> dict[tuple[int, int], dict[
     return dict(sorted(latest.items()))
 
 
-def complete_episodes(records: list[dict[str, Any]], n_seeds: int) -> list[dict[str, Any]]:
-    """The records of the leading episodes 0, 1, ... that all ``n_seeds`` seeds reached."""
-    count: dict[int, int] = {}
+def member_of(rec: dict[str, Any]) -> tuple[Any, Any, int]:
+    """The member a record belongs to: ``(l1, meta_lr, seed)`` (None for the λ and rate of a run
+    written before records named them; such runs have one member per seed)."""
+    return rec.get("l1"), rec.get("meta_lr"), rec.get("seed", 0)
+
+
+def complete_episodes(records: list[dict[str, Any]], n_members: int) -> list[dict[str, Any]]:
+    """The records of the leading episodes 0, 1, ... that all ``n_members`` members (seeds, or
+    (λ, rate, seed) of a sweep) reached; a record repeated for the same member counts once."""
+    seen: dict[int, set] = {}
     for r in records:
-        count[r["episode"]] = count.get(r["episode"], 0) + 1
+        seen.setdefault(r["episode"], set()).add(member_of(r))
     done = 0
-    while count.get(done) == n_seeds:
+    while len(seen.get(done, ())) == n_members:
         done += 1
     return [r for r in records if r["episode"] < done]
+
+
+def split_sweep(records: list[dict[str, Any]]) -> dict[tuple[Any, Any], list[dict[str, Any]]]:
+    """The records of each (λ, rate) combination of a run, in file order (one entry for a run
+    that sweeps nothing)."""
+    out: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for r in records:
+        out.setdefault((r.get("l1"), r.get("meta_lr")), []).append(r)
+    return out
+
+
+def member_index(cfg: TrainConfig, rec: dict[str, Any]) -> int | None:
+    """The index of a record's member on the run's vmapped axis (``TrainConfig.members``), or None
+    when it is none of them. A record without ``l1``/``meta_lr`` (written before records named
+    them) belongs to the run's first λ and rate."""
+    lam = rec.get("l1", cfg.l1_values[0])
+    lr = rec.get("meta_lr", cfg.meta_lr_values[0])
+    try:
+        i, j = cfg.l1_values.index(lam), cfg.meta_lr_values.index(lr)
+    except ValueError:
+        return None
+    s = rec.get("seed", 0) - cfg.seed
+    return (i * len(cfg.meta_lr_values) + j) * cfg.seeds + s if 0 <= s < cfg.seeds else None
 
 
 # --------------------------------------------------------------------------- checks (no writes)
@@ -435,10 +465,12 @@ class Run:
         return (f"To restart the run from episode 0 deliberately (deleting its records): plastic-jax meta-train "
                 f"--config {os.path.join(self.path, CONFIG)} --out {self.path} --overwrite")
 
-    def start(self, target: Any) -> tuple[int, Any, list[dict[str, Any]]]:
+    def start(self, target: Any, legacy: Any = None) -> tuple[int, Any, list[dict[str, Any]]]:
         """Where the run starts: ``(episode, state, records so far)``; ``target`` is the fresh state.
 
-        A resumed run restores the newest usable checkpoint (at most the last complete episode of
+        ``legacy``: ``(old_target, convert)`` for checkpoints of an older state structure
+        (``checkpoint.Checkpointer.restore_latest``). A resumed run restores the newest usable
+        checkpoint (at most the last complete episode of
         metrics.jsonl; none: episode 0), moves the records after it to metrics_cut.jsonl, cuts
         metrics.jsonl back to it and rewrites config.json (e.g. a raised ``--episodes``). When
         checkpoints exist but none is usable, or an earlier resume moved them all aside, it raises
@@ -452,11 +484,12 @@ class Run:
         metrics = os.path.join(self.path, METRICS)
         if self.resume:
             every = read_records(self.path)
-            complete = complete_episodes(every, self.cfg.seeds)
+            members = self.cfg.members()
+            complete = complete_episodes(every, len(members))
             have = max((r["episode"] + 1 for r in complete), default=0)
             self._refuse_quarantined()
             try:
-                restored = self._ckpt.restore_latest(jax.device_get(target), max_episode=have)
+                restored = self._ckpt.restore_latest(jax.device_get(target), max_episode=have, legacy=legacy)
             except CheckpointError as e:
                 raise RunDirError(f"--resume: {e}. {self._restart_hint()}") from None
             if restored is not None:
@@ -469,6 +502,9 @@ class Run:
                 if not 0 <= r.get("seed", 0) - self.cfg.seed < self.cfg.seeds:
                     raise RunDirError(f"{metrics} holds a record of seed {r.get('seed', 0)} (episode {r['episode']}); "
                                       f"the run's seeds are {self.cfg.seed} … {self.cfg.seed + self.cfg.seeds - 1}")
+                if member_index(self.cfg, r) is None:
+                    raise RunDirError(f"{metrics} holds a record of l1 {r.get('l1')!r}, meta_lr {r.get('meta_lr')!r} "
+                                      f"(episode {r['episode']}), not one of the run's")
             kept = {id(r) for r in records}
             cut = [r for r in every if id(r) not in kept]
             self._cut_back(metrics, records, cut)

@@ -87,8 +87,12 @@ def test_kill_between_checkpoints_then_resume_is_bitwise_identical(tmp_path, uni
     b = json.load(open(os.path.join(out, "summary.json")))
     assert a == b
     # and the final checkpoints hold the same bytes (Θ, Adam's moments and count, skips)
-    target = _state((0.0, 0.0, 0.0))
-    target = jax.tree.map(lambda x: np.stack([x]), target)  # one seed
+    from plastic_jax.experiment import rule_of
+    from plastic_jax.rundir import read_config
+    from plastic_jax.train import init_state
+
+    cfg = read_config(out)
+    target = jax.device_get(init_state(cfg, rule_of(cfg)))  # one seed; Θ, Adam and the guard's state
     ra = Checkpointer(os.path.join(uninterrupted, "checkpoints")).restore_latest(target)
     rb = Checkpointer(os.path.join(out, "checkpoints")).restore_latest(target)
     assert ra.episode == rb.episode == 10

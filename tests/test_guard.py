@@ -6,11 +6,12 @@ import os
 
 import jax
 import numpy as np
-import optax
 
 from plastic_jax.checkpoint import Checkpointer
 from plastic_jax.cli import main
-from plastic_jax.meta import meta_init
+from plastic_jax.experiment import rule_of
+from plastic_jax.rundir import read_config
+from plastic_jax.train import init_state
 
 # bio (F0, F2 and Oja's F9) with θ_0 = 1e8: the first online update makes the activations
 # overflow, so every meta-gradient is non-finite from the first episode on (the meta-loss itself
@@ -28,11 +29,12 @@ def _records(out):
 def test_consecutive_skips_stop_the_run_and_keep_the_last_finite_theta(tmp_path, capsys):
     out = str(tmp_path / "run")
     code = main(["meta-train", *BLOWUP, "--episodes", "10", "--max-skips", "3", "--checkpoint-every", "5",
-                 "--out", out])
+                 "--guard", "skip", "--out", out])
     assert code == 3
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
-    assert "stopped at episode 2" in err and "3 consecutive non-finite meta-updates" in err
+    assert "stopped at episode 2" in err and "3 consecutive meta-updates not applied" in err
+    assert "--guard rollback recovers" in err
     recs = _records(out)
     assert [r["episode"] for r in recs] == [0, 1, 2]
     assert [r["skipped"] for r in recs] == [True, True, True]
@@ -47,11 +49,24 @@ def test_consecutive_skips_stop_the_run_and_keep_the_last_finite_theta(tmp_path,
     # the stop wrote a checkpoint of the last finite state (the 5-episode schedule had not come)
     ck = Checkpointer(os.path.join(out, "checkpoints"))
     assert ck.steps() == [3]
-    target = jax.tree.map(lambda x: np.stack([x]), meta_init(np.zeros(3, np.float32), optax.adam(1e-3)))
-    got = ck.restore_latest(target)
+    cfg = read_config(out)
+    got = ck.restore_latest(jax.device_get(init_state(cfg, rule_of(cfg))))
     np.testing.assert_array_equal(got.state.theta, np.array([[1e8, 0.0, 0.0]], np.float32))
     assert int(got.state.skips[0]) == 3
-    assert int(got.state.opt_state[0].count[0]) == 0  # Adam never counted a skipped update
+    assert int(got.state.opt_state.inner_state[0].count[0]) == 0  # Adam never counted a skipped update
+
+
+def test_rollback_guard_also_stops_at_max_skips_when_even_the_start_diverges(tmp_path, capsys):
+    # the snapshot a rollback returns to is the start itself, which diverges too: the last resort
+    out = str(tmp_path / "run")
+    assert main(["meta-train", *BLOWUP, "--episodes", "10", "--max-skips", "4", "--checkpoint-every", "0",
+                 "--out", out]) == 3
+    assert "--guard rollback recovers" not in capsys.readouterr().err
+    recs = _records(out)
+    assert [r["rolled_back"] for r in recs] == [True] * 4
+    assert [r["step_scale"] for r in recs] == [0.5, 0.25, 0.125, 0.0625]
+    assert all(r["theta"] == THETA0 for r in recs)
+    assert json.load(open(os.path.join(out, "summary.json")))["events"]["rollbacks"] == [4]
 
 
 def test_max_skips_zero_never_stops(tmp_path):

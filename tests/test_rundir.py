@@ -54,8 +54,11 @@ def test_an_old_run_directory_resumes_evaluates_and_plots(tmp_path, capsys):
     assert [(r["episode"], r["seed"]) for r in records] == [(e, s) for e in range(6) for s in (0, 1)]
     # episodes 4 and 5 continue the old run: what the old code wrote without interruption
     whole = [json.loads(x) for x in _lines(OLD_6)]
-    assert all(_close(a, b) for a, b in zip(records[8:], whole[8:]))
-    assert _close(json.load(open(os.path.join(run, rundir.SUMMARY))), json.load(open(OLD_6_SUMMARY)))
+    # (today's records and summary add keys: the member's l1 and meta_lr, telemetry, guard events)
+    assert all(_close({k: a[k] for k in b}, b) for a, b in zip(records[8:], whole[8:]))
+    new_summary, old_summary = json.load(open(os.path.join(run, rundir.SUMMARY))), json.load(open(OLD_6_SUMMARY))
+    assert _close({k: new_summary[k] for k in old_summary}, old_summary)
+    assert records[8]["l1"] == 0.0 and records[8]["meta_lr"] == 1e-3 and records[8]["grad_norm"] > 0
     cfg = json.load(open(os.path.join(run, rundir.CONFIG)))
     # the run keeps the semantics it had: the exact gradient through B = W was the only one then
     assert (cfg["episodes"], cfg["bp_grad"], cfg["f5_f8"]) == (6, "through", "matrix")
