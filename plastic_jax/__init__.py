@@ -24,7 +24,9 @@ Episodes (``episode``)
 Meta-gradients and the meta-step (``estimators``, ``meta``)
   ESTIMATORS: the meta-gradient estimators by name (``"auto"``, ``"forward"``, ``"reverse"``,
   ...), all ``(theta, rule, spec, key, ci) -> ((loss, accuracy), grad)``. MetaState, meta_init,
-  meta_step: an optax meta-step with the divergence guard.
+  meta_step: an optax meta-step with its telemetry; Guard: relative clipping, spike rejection
+  and rollback for it. replay_episode: the exact tasks, initial weights and Θ of one meta-step
+  of a run (``replay``).
 Data (``data``)
   load_dataset: ``"digits"``, ``"emnist"``, ``"glyphs"`` or the path of your own ``.npz``;
   load_npz: that loader. Dataset, Task, ClassIndex, build_class_index, sample_task: the data in
@@ -87,6 +89,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "MetaState": ("meta", "MetaState"),
     "meta_init": ("meta", "meta_init"),
     "meta_step": ("meta", "meta_step"),
+    "Guard": ("meta", "Guard"),
+    "replay_episode": ("replay", "replay_episode"),
     # data
     "load_dataset": ("data", "load_dataset"),
     "load_npz": ("data.npz", "load_npz"),
@@ -119,6 +123,7 @@ __all__ = [
     "make_rule", "Rule", "initial_theta", "RULES", "parse_terms", "PAPER_POOL", "ELEMENTWISE_POOL", "Term",
     "term", "Outer", "Scale", "Hadamard", "init_network", "online_step", "adapt", "query_loss", "EpisodeSpec",
     "draw", "run_episode", "task_loss", "batch_loss", "ESTIMATORS", "MetaState", "meta_init", "meta_step",
+    "Guard", "replay_episode",
     "load_dataset", "load_npz", "Dataset", "Task", "ClassIndex", "build_class_index", "sample_task",
     "task_accuracies", "evaluate_rule", "evaluate_run", "episode_analysis", "alignment_angles",
     "orthonormality_errors", "TrainConfig", "build_experiment", "Experiment", "meta_train", "PlasticJaxError",
@@ -129,7 +134,7 @@ __all__ = [
 _SUBMODULES = frozenset({
     "benchmark", "checkpoint", "checks", "cli", "config", "data", "episode", "estimators", "evaluate",
     "experiment", "feedback", "inner", "meta", "metrics", "network", "plasticity", "plots", "rundir",
-    "sharding", "stats", "train",
+    "sharding", "stats", "train", "replay",
 })
 
 
@@ -164,7 +169,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from plastic_jax.experiment import Experiment
     from plastic_jax.experiment import build as build_experiment
     from plastic_jax.inner import Rule, adapt, initial_theta, make_rule, online_step, query_loss
-    from plastic_jax.meta import MetaState, meta_init, meta_step
+    from plastic_jax.meta import Guard, MetaState, meta_init, meta_step
     from plastic_jax.metrics import alignment_angles, episode_analysis, orthonormality_errors
     from plastic_jax.network import init_network
     from plastic_jax.plasticity import (
@@ -179,4 +184,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         parse_terms,
         term,
     )
+    from plastic_jax.replay import replay_episode
     from plastic_jax.train import meta_train
