@@ -280,7 +280,7 @@ class TrainConfig:
         "robust", "the meta-optimiser's defaults: robust (relative clipping, rollback guard; Adam 1e-3, 1e-4 "
         "for rules with F5-F8) or paper (the paper's exact Adam 1e-3, no clipping, the skip guard); a flag "
         "given with it wins; config.json records the resolved values", group=META, choices=tuple(PRESETS),
-        noun="--preset", legacy="paper")
+        noun="--preset", legacy="paper", metavar="{robust,paper}")
     meta_lr: float | tuple[float, ...] | None = setting(
         None, "Adam learning rate; a comma list (1e-3,1e-4) sweeps it in one program (default: from --preset)",
         group=META, check=_each(_positive), show_default=False, metavar="LR[,LR...]")
@@ -290,7 +290,7 @@ class TrainConfig:
     meta_clip: float = setting(0.0, "clip the meta-gradient (with the L1 subgradient) to this global norm "
                                "before Adam (0: no clipping)", group=META, check=_non_negative)
     clip_factor: float | None = setting(
-        None, "clip the meta-gradient's norm at this multiple of the median of the run's last 50 accepted "
+        None, "clip the meta-gradient's norm at this multiple of the median of the run's last 50 finite "
         "norms (0: off; default: from --preset, robust 3, paper 0)", group=META, check=_non_negative,
         show_default=False, legacy=0.0)
     spike_factor: float = setting(
@@ -302,7 +302,7 @@ class TrainConfig:
         "state to a snapshot 25-50 updates back and halve the step, which recovers over 50 updates) or skip "
         "(hold the last finite Θ; spikes are used); default: from --preset, robust rollback, paper skip",
         group=RUN, choices=("rollback", "skip"), noun="--guard", show_default=False, legacy="skip",
-        resume=False)
+        metavar="{rollback,skip}")
     meta_batch: int = setting(1, "tasks per meta-update, vmapped (1: the paper's)", group=META,
                               check=_positive_int)
     seed: int = setting(0, "random seed (0 … 2^32-1)", group=META, check=_non_negative_int, maximum=SEED_MAX)
