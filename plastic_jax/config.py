@@ -591,11 +591,19 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 
 def default_out(cfg: TrainConfig) -> str:
-    """``runs/<rule>-<feedback>-s<seed>``: the run directory when none is given."""
+    """The run directory when none is given: ``runs/<rule>-<feedback>-s<seed>``, or, when that
+    exists already, the first free ``…-2``, ``…-3`` (the same command run twice keeps both runs)."""
+    import os
+
     label = cfg.terms.replace(",", "-") if cfg.terms else cfg.rule
     if cfg.layer_rules:
         label = cfg.layer_rules.replace(",", "-").replace("+", "")
-    return f"runs/{label}-{cfg.feedback}-s{cfg.seed}"
+    base = f"runs/{label}-{cfg.feedback}-s{cfg.seed}"
+    out, n = base, 1
+    while os.path.lexists(out):
+        n += 1
+        out = f"{base}-{n}"
+    return out
 
 
 # --------------------------------------------------------------------------- validation

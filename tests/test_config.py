@@ -179,3 +179,42 @@ def test_a_bad_choice_is_one_line_and_exit_code_2(tmp_path, capsys, args, messag
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not os.path.exists(tmp_path / "r")
+
+
+def test_the_default_run_directory_is_fresh_when_the_same_command_runs_twice(tmp_path, monkeypatch):
+    from plastic_jax.config import default_out
+
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(rule="bio", feedback="fa", seed=3)
+    assert default_out(cfg) == "runs/bio-fa-s3"
+    os.makedirs("runs/bio-fa-s3")
+    assert default_out(cfg) == "runs/bio-fa-s3-2"
+    os.makedirs("runs/bio-fa-s3-2")
+    assert default_out(cfg) == "runs/bio-fa-s3-3"
+
+
+def test_presets_resolve_the_settings_left_open_and_a_given_flag_wins():
+    robust, paper = TrainConfig(), TrainConfig(preset="paper")
+    assert (robust.meta_lr, robust.clip_factor, robust.guard) == (1e-3, 3.0, "rollback")
+    assert (paper.meta_lr, paper.clip_factor, paper.guard) == (1e-3, 0.0, "skip")
+    # robust pool (F5-F8 present) takes the lower rate; the paper preset keeps 1e-3
+    assert TrainConfig(rule="pool").meta_lr == 1e-4 and TrainConfig(rule="pool", preset="paper").meta_lr == 1e-3
+    assert TrainConfig(terms="0,2,6").meta_lr == 1e-4 and TrainConfig(terms="0,2,9").meta_lr == 1e-3
+    assert TrainConfig(rule="pool", meta_lr=1e-3).meta_lr == 1e-3
+    assert TrainConfig.from_json({"preset": "paper", "clip_factor": 3}).clip_factor == 3.0
+    # config.json records the resolved values; a run from before presets reads as the paper's
+    assert TrainConfig().to_json()["guard"] == "rollback"
+    old = TrainConfig.from_run_json({"meta_lr": 1e-3})
+    assert (old.preset, old.clip_factor, old.guard) == ("paper", 0.0, "skip")
+
+
+def test_swept_settings_parse_as_lists_and_single_values_stay_numbers():
+    cfg = TrainConfig.from_json({"l1": [0, 1, 10], "meta_lr": [1e-3, 1e-4], "seeds": 2})
+    assert cfg.l1 == (0.0, 1.0, 10.0) and cfg.meta_lr == (1e-3, 1e-4) and cfg.is_sweep
+    assert len(cfg.members()) == 12 and cfg.members()[:3] == [(0.0, 1e-3, 0), (0.0, 1e-3, 1), (0.0, 1e-4, 0)]
+    one = TrainConfig.from_json({"l1": [0.5]})
+    assert one.l1 == 0.5 and not one.is_sweep
+    for bad, words in (({"l1": [0, 0]}, "lists a value twice"), ({"meta_lr": [1e-3, -1.0]}, "must be positive"),
+                       ({"l1": ["a"]}, "must be a number or a list of numbers")):
+        with pytest.raises(ConfigError, match=words):
+            validate(TrainConfig.from_json(bad))
