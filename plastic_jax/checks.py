@@ -12,6 +12,14 @@ The checks read **static shapes** and Python values only, so they run at trace t
 the values of a ``ClassIndex`` (the smallest allowed class, the allowed class ids) run only when
 those arrays are concrete (a call outside ``jit``); under ``jit`` they are skipped, and the
 shape checks (largest class, number of allowed classes) still run.
+
+**Values.** The same holds for Θ's values: ``check_theta`` (hence every entry point above) refuses
+a non-finite Θ (NaN, ±inf) when Θ is concrete (``check_finite_theta``; ``meta_init`` calls it
+directly); under ``jit`` / ``vmap`` / ``grad`` Θ is a tracer and the check is skipped, since reading
+its values would cost a device round trip or be impossible. There a non-finite Θ must produce NaN,
+never a plausible number: ``evaluate.task_accuracies`` gives NaN accuracy for such a Θ (and for any
+task whose adapted network's outputs are non-finite), and a ``meta_step`` skips the update. The
+allowed classes of ``data.build_class_index`` are checked in Python before any array is built.
 """
 
 from __future__ import annotations
@@ -120,6 +128,34 @@ def check_theta(where: str, theta: Any, rule: Any) -> None:
     if tuple(shape) != want:
         names = ", ".join(rule.theta_labels() if hasattr(rule, "theta_labels") else (f"F{r}" for r in rule.terms))
         fail(where, f"theta has shape {tuple(shape)} but the rule needs shape {want} (entries {names})")
+    check_finite_theta(where, theta, rule)
+
+
+def check_finite_theta(where: str, theta: Any, rule: Any = None, name: str = "theta") -> None:
+    """Every entry of Θ is finite -- checked only when Θ is concrete (a call outside ``jit``);
+    skipped for a tracer, where a non-finite Θ must produce NaN instead (module docstring).
+    ``rule`` (optional) names the bad entries (``Rule.theta_labels``)."""
+    if _is_tracer(theta):
+        return
+    try:
+        v = np.asarray(theta)
+    except Exception:  # noqa: BLE001 - not readable as an array: the shape checks say what is wrong
+        return
+    if not np.issubdtype(v.dtype, np.inexact) or v.size == 0:
+        return
+    finite = np.isfinite(v)
+    if finite.all():
+        return
+    bad = np.flatnonzero(~finite.reshape(-1))
+    labels: list[str] = []
+    if rule is not None and hasattr(rule, "theta_labels") and v.ndim == 1:
+        with_names = list(rule.theta_labels())
+        if len(with_names) == v.shape[0]:
+            labels = [str(with_names[i]) for i in bad]
+    flat = v.reshape(-1)
+    shown = ", ".join(f"{labels[j]}={flat[i]}" if labels else f"[{i}]={flat[i]}" for j, i in enumerate(bad[:4]))
+    more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+    fail(where, f"{name} must be finite, got {shown}{more}; a non-finite Θ cannot learn (it only gives NaN)")
 
 
 # ----------------------------------------------------------------------------- episodes

@@ -175,8 +175,22 @@ def make_rule(
 def initial_theta(rule: Rule, dtype=jnp.float32, theta0: float = 1e-3) -> jax.Array:
     """docs/METHOD.md §5: θ_0 = 1e-3, every other θ_r = 0; shape (rule.n_theta,) (with
     ``per_layer`` every layer's row starts so). The feedback mode's meta-parameters start at 0
-    (Θ^B = 0: ``plastic`` starts as ``fa``; φ = 0: every routing gate at ½)."""
+    (Θ^B = 0: ``plastic`` starts as ``fa``; φ = 0: every routing gate at ½).
+
+    Raises ``checks.PlasticJaxError`` for a non-floating ``dtype`` or a ``theta0`` that is not a
+    finite number in ``dtype`` (NaN, ±inf, 1e39 in float32); a traced ``theta0`` is not checked."""
     checks.check_rule("initial_theta", rule)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        checks.fail("initial_theta", f"dtype must be a floating-point type, got {jnp.dtype(dtype)}")
+    if not checks._is_tracer(theta0):
+        if isinstance(theta0, (bool, str, bytes)) or jnp.ndim(theta0) != 0:
+            checks.fail("initial_theta", f"theta0 must be a finite number, got {theta0!r}")
+        try:
+            v = float(theta0)
+        except (TypeError, ValueError):
+            checks.fail("initial_theta", f"theta0 must be a finite number, got {theta0!r}")
+        if not abs(v) <= float(jnp.finfo(dtype).max):  # NaN fails too
+            checks.fail("initial_theta", f"theta0 must be a finite number in {jnp.dtype(dtype)}, got {theta0!r}")
     row = [theta0 if r == 0 else 0.0 for r in rule.terms]
     return jnp.array(row * (rule.n_layers if rule.per_layer else 1) + [0.0] * rule.n_feedback, dtype)
 
@@ -262,11 +276,13 @@ def adapt(
 
 
 def query_loss(W: Weights, xq: jax.Array, yq: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy and accuracy of W on the query set xq (N, n_0), yq (N,)."""
+    """Mean cross-entropy and accuracy of W on the query set xq (N, n_0), yq (N,); the accuracy is
+    NaN when any output is not finite (never a plausible number from a diverged network)."""
     if not isinstance(W, (tuple, list)) or not W:
         checks.fail("query_loss", f"W must be a non-empty tuple of weight matrices, got {type(W).__name__}")
     checks.check_stream("query_loss", W, xq, yq, stream=True, names=("xq", "yq"))
     z = forward(W, xq).zs[-1]
     loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(z, yq))
-    acc = jnp.mean(jnp.argmax(z, axis=-1) == yq)
+    # argmax of NaN logits is 0, a plausible class: an accuracy of non-finite outputs is NaN
+    acc = jnp.where(jnp.all(jnp.isfinite(z)), jnp.mean(jnp.argmax(z, axis=-1) == yq), jnp.nan)
     return loss, acc

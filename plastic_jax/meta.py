@@ -93,6 +93,7 @@ def meta_init(theta: jax.Array, optimizer: optax.GradientTransformation, guard: 
     guard's state when ``guard`` is given)."""
     if getattr(theta, "shape", None) is None or len(theta.shape) != 1:
         checks.fail("meta_init", f"theta must be a 1-D array (initial_theta(rule)), got {theta!r}")
+    checks.check_finite_theta("meta_init", theta)
     if not callable(getattr(optimizer, "init", None)):
         checks.fail("meta_init", f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
     if guard is not None and not isinstance(guard, Guard):

@@ -72,10 +72,14 @@ def test_meta_step_skips_a_non_finite_update():
     spec = EpisodeSpec((64, 16, 10), M=3, K=5, Q=2)
     rule = make_rule((0,), n_layers=2, feedback="fa")
     opt = optax.adam(1e-2)
-    state = meta_init(jnp.array([jnp.nan]), opt)
-    new, m = meta_step(state, jax.random.PRNGKey(0), ci, rule=rule, spec=spec, optimizer=opt,
-                       estimator=reverse_grad)
+    state = meta_init(jnp.array([0.01]), opt)
+
+    def nan_grad(theta, rule, spec, key, ci):  # a concrete NaN Θ is refused; a NaN gradient is the case
+        return (jnp.float32(1.0), jnp.float32(0.5)), jnp.full_like(theta, jnp.nan)
+
+    new, m = meta_step(state, jax.random.PRNGKey(0), ci, rule=rule, spec=spec, optimizer=opt, estimator=nan_grad)
     assert bool(m["skipped"]) and int(new.skips) == 1
+    assert float(new.theta[0]) == pytest.approx(0.01)
 
 
 def test_meta_step_skips_an_update_that_overflows_the_optimizer_state():

@@ -8,6 +8,9 @@ imports happen inside the loader, so importing this package stays light. A name 
 
 from __future__ import annotations
 
+import os
+
+from plastic_jax import checks
 from plastic_jax.data.base import Dataset, DataUnavailableError
 from plastic_jax.data.digits import load_digits
 from plastic_jax.data.emnist import load_emnist
@@ -20,10 +23,17 @@ SOURCES = {"digits": load_digits, "emnist": load_emnist, "glyphs": load_glyphs}
 SPLIT_SOURCES = frozenset({"emnist"})
 
 
-def load_dataset(name: str, data_dir: str | None = None, *, split: str | None = None,
+def load_dataset(name: str | os.PathLike[str], data_dir: str | None = None, *, split: str | None = None,
                  download: bool = False) -> Dataset:
     """Load a dataset by name (once per run), or the user's ``.npz`` file at the path ``name``
-    (``npz.load_npz``). ``split``/``download`` apply to ``SPLIT_SOURCES``."""
+    (``npz.load_npz``; ``name`` may be an ``os.PathLike``). ``split``/``download`` apply to
+    ``SPLIT_SOURCES``. Any other type of ``name`` is a one-line ``checks.PlasticJaxError``."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        what = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+        checks.fail("load_dataset", f"expected a dataset name ({', '.join(SOURCES)}) or the path of an .npz "
+                                    f"file (str or os.PathLike), got {type(name).__name__} {what}")
     if name not in SOURCES and is_npz_path(name):
         if split is not None:
             raise ValueError(f"--split applies to {', '.join(sorted(SPLIT_SOURCES))}; an .npz file has no splits")

@@ -6,12 +6,15 @@ without overlap; the M·K training examples are shuffled into one stream. Labels
 
 from __future__ import annotations
 
+import operator
+from collections import Counter
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from plastic_jax import checks
 from plastic_jax.data.base import Dataset, Task
 
 
@@ -31,7 +34,16 @@ class ClassIndex(NamedTuple):
 
 
 def build_class_index(data: Dataset, classes=None) -> ClassIndex:
-    """Group example ids by class. ``classes``: the allowed classes (default: all)."""
+    """Group example ids by class. ``classes``: the allowed classes (default: all), distinct
+    integers in 0..C-1 (C = ``data.n_classes``), at least one.
+
+    Raises ``checks.PlasticJaxError`` for a class outside 0..C-1 (negative included), a class
+    listed twice, a non-integer class or an empty list. This runs in Python before any array is
+    built, so a ``ClassIndex`` used under ``jax.jit`` (where indexing would silently clamp) always
+    holds valid classes.
+    """
+    if classes is not None:
+        classes = check_classes("build_class_index", classes, data.n_classes)
     counts = data.class_counts()
     index = np.zeros((data.n_classes, max(int(counts.max()), 1)), np.int32)
     for c in range(data.n_classes):
@@ -46,6 +58,33 @@ def build_class_index(data: Dataset, classes=None) -> ClassIndex:
         jnp.asarray(counts, jnp.int32),
         jnp.asarray(np.asarray(classes, np.int32)),
     )
+
+
+def check_classes(where: str, classes, n_classes: int) -> list[int]:
+    """``classes`` as a list of distinct ints in 0..n_classes-1 (at least one); one-line
+    ``checks.PlasticJaxError`` otherwise."""
+    valid = f"valid classes are 0..{n_classes - 1}"
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+        checks.fail(where, f"classes must be a sequence of class ids ({valid}), got {classes!r}")
+    if getattr(classes, "ndim", 1) != 1:
+        checks.fail(where, f"classes must be a 1-D sequence of class ids ({valid}), got shape {np.shape(classes)}")
+    out = []
+    for c in classes:
+        if isinstance(c, (bool, np.bool_)):
+            checks.fail(where, f"class ids must be integers ({valid}), got {c!r}")
+        try:
+            i = operator.index(c)
+        except TypeError:
+            checks.fail(where, f"class ids must be integers ({valid}), got {c!r}")
+        if not 0 <= i < n_classes:
+            checks.fail(where, f"class {i} is outside the dataset's {n_classes} classes ({valid})")
+        out.append(i)
+    if not out:
+        checks.fail(where, f"classes is empty: list at least one class ({valid})")
+    dup = sorted(i for i, n in Counter(out).items() if n > 1)
+    if dup:
+        checks.fail(where, f"class(es) {dup} listed more than once; list each allowed class once ({valid})")
+    return out
 
 
 def sample_task(key: jax.Array, ci: ClassIndex, M: int, K: int, Q: int) -> Task:
