@@ -9,9 +9,15 @@
   routing`` the gates get their own rows at the bottom, drawn as the gate g_ℓ = sigmoid(φ_ℓ) in
   [0, 1] (dashed line at ½, where φ = 0 starts) rather than the raw φ_ℓ that metrics.jsonl records;
 - ``alignment``: the alignment angle α_ℓ per layer (docs/METHOD.md §6), at the episodes it was logged;
-- ``orthonormality``: the orthonormality error per layer.
+- ``orthonormality``: the orthonormality error per layer;
+- ``telemetry``: each meta-step's telemetry, per seed: (a) the meta-gradient norm before clipping
+  (log scale) with spikes (red x) and rollbacks (ticks at the bottom) marked, (b) Adam's largest
+  sqrt of the second moment, (c) the norm of the applied update, (d) the guard's step multiplier;
+  drawn only when some run recorded telemetry (runs written before it have none).
 
-Several runs overlay, each labelled by its rule and feedback (e.g. ``ehebb+fa``).
+Several runs overlay, each labelled by its rule and feedback (e.g. ``ehebb+fa``). A sweep (several
+(λ, Adam rate) combinations in one run directory, ``load_runs``) is one run per combination,
+labelled with its λ and rate (``ehebb+fa λ=1 lr=0.001``).
 Reading runs is NumPy only; matplotlib (Agg backend) is imported when drawing.
 """
 
@@ -28,7 +34,11 @@ import numpy as np
 from plastic_jax.config import ConfigError
 from plastic_jax.stats import bootstrap_ci
 
-FIGURES = ("accuracy", "loss", "theta", "alignment", "orthonormality")
+FIGURES = ("accuracy", "loss", "theta", "alignment", "orthonormality", "telemetry")
+#: telemetry of a record (``train.TELEMETRY`` and ``train.FLAGS``, spelled out here so that reading
+#: a run needs no JAX): numbers, then flags
+TELEMETRY = ("grad_norm", "grad_norm_median", "update_norm", "adam_nu_max", "step_scale")
+TELEMETRY_FLAGS = ("clipped", "spike", "rolled_back")
 
 
 @dataclass
@@ -37,7 +47,11 @@ class Run:
 
     episodes: (E,); accuracy, meta_loss: (S, E); theta: Θ label -> (S, E) as recorded (a routing
     gate's raw φ_ℓ, not sigmoid(φ_ℓ));
-    analysis_episodes: (A,); alignment, orthonormality: (S, A, L) (A = 0 when never logged).
+    analysis_episodes: (A,); alignment, orthonormality: (S, A, L) (A = 0 when never logged);
+    telemetry: name -> (S, E) for every name of ``TELEMETRY`` and ``TELEMETRY_FLAGS`` when any
+    record has telemetry (a flag is 1.0 or 0.0; a value a record lacks, or null, is NaN), empty for
+    a run written before records carried it;
+    member: the combination of a sweep, `` λ=<l1> lr=<meta_lr>`` (appended to the label), else "".
     """
 
     path: str
@@ -51,6 +65,8 @@ class Run:
     analysis_episodes: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     alignment: np.ndarray | None = None
     orthonormality: np.ndarray | None = None
+    telemetry: dict[str, np.ndarray] = field(default_factory=dict)
+    member: str = ""
 
 
 def run_label(config: dict) -> str:
@@ -86,15 +102,36 @@ def _grid_of(path: str, recs: dict, episodes, seeds, field_name: str, get) -> np
     return out
 
 
-def load_run(path: str) -> Run:
-    """Read ``config.json`` and ``metrics.jsonl`` of a run (the last record of an (episode, seed)
-    wins, so a resumed run reads as one)."""
+def _telemetry_grid(path: str, recs: dict, episodes, seeds, name: str, flag: bool) -> np.ndarray:
+    """(seeds, episodes) of the telemetry ``name``: a number (a flag: true 1.0, false 0.0); NaN
+    where a record lacks it or has null; any other value is a ``RunDirError`` naming the record."""
     from plastic_jax import rundir
 
-    if not os.path.isfile(os.path.join(path, rundir.METRICS)):
-        raise ConfigError(f"{path!r} holds no run (no metrics.jsonl)")
-    config = rundir.read_config_dict(path) if os.path.exists(os.path.join(path, rundir.CONFIG)) else {}
-    recs = rundir.latest_records(rundir.read_records(path))
+    out = np.full((len(seeds), len(episodes)), np.nan)
+    for i, s in enumerate(seeds):
+        for j, e in enumerate(episodes):
+            v = recs[(e, s)].get(name)
+            if v is None:
+                continue
+            ok = isinstance(v, bool) if flag else isinstance(v, (int, float)) and not isinstance(v, bool)
+            if not ok:
+                raise rundir.RunDirError(f"{os.path.join(path, rundir.METRICS)}: the record of episode {e}, seed {s} "
+                                         f"has {name!r} = {v!r:.40}, not a {'true/false flag' if flag else 'number'}")
+            out[i, j] = float(v)
+    return out
+
+
+def _fmt(v) -> str:
+    """A swept value in a label: ``1``, ``0.001``, ``1e-05`` (anything else as it is)."""
+    return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def _build_run(path: str, config: dict, label: str, records: list[dict]) -> Run:
+    """A ``Run`` of ``records`` (one run, or one combination of a sweep): the last record of an
+    (episode, seed) wins, so a resumed run reads as one."""
+    from plastic_jax import rundir
+
+    recs = rundir.latest_records(records)
     if not recs:
         raise ConfigError(f"{os.path.join(path, rundir.METRICS)!r} is empty")
     episodes = np.array(sorted({e for e, _ in recs}))
@@ -107,7 +144,7 @@ def load_run(path: str) -> Run:
 
     run = Run(
         path=path,
-        label=run_label(config),
+        label=label,
         config=config,
         seeds=seeds,
         episodes=episodes,
@@ -129,7 +166,55 @@ def load_run(path: str) -> Run:
                 raise rundir.RunDirError(f"{os.path.join(path, rundir.METRICS)}: '{name}' must list one value per "
                                          f"layer in every analysis record, got lengths {sorted(widths)}")
             setattr(run, name, np.array(rows, float))
+    if any(k in r for r in recs.values() for k in TELEMETRY + TELEMETRY_FLAGS):
+        run.telemetry = {k: _telemetry_grid(path, recs, episodes, seeds, k, k in TELEMETRY_FLAGS)
+                         for k in TELEMETRY + TELEMETRY_FLAGS}
     return run
+
+
+def load_runs(path: str) -> list[Run]:
+    """The runs of a run directory: one ``Run``, or for a sweep one per (λ, Adam rate)
+    combination (``rundir.split_sweep``, in the order the run wrote them), each with the
+    combination's ``l1`` and ``meta_lr`` in its config and `` λ=<l1> lr=<meta_lr>`` after its label."""
+    from plastic_jax import rundir
+
+    if not os.path.isfile(os.path.join(path, rundir.METRICS)):
+        raise ConfigError(f"{path!r} holds no run (no metrics.jsonl)")
+    config = rundir.read_config_dict(path) if os.path.exists(os.path.join(path, rundir.CONFIG)) else {}
+    records = rundir.read_records(path)
+
+    def first(v):
+        return v[0] if isinstance(v, list) and v else v
+
+    # a record written before records named their member (a resumed older run) is no combination of
+    # its own: a run is a sweep when the records that name theirs name several, and then an unnamed
+    # one is the run's first λ and rate (as rundir.member_index)
+    named = [r for r in records if "l1" in r and "meta_lr" in r]
+    dflt = {"l1": first(config.get("l1")), "meta_lr": first(config.get("meta_lr"))}
+    groups = rundir.split_sweep(named)
+    if len(groups) > 1 and len(named) < len(records):
+        groups = rundir.split_sweep([r if "l1" in r and "meta_lr" in r else {**dflt, **r} for r in records])
+    if len(groups) <= 1:
+        return [_build_run(path, config, run_label(config), records)]
+    base = run_label({**config, "l1": None})  # each member names its own λ
+    runs = []
+    for (lam, lr), recs in groups.items():
+        run = _build_run(path, {**config, "l1": lam, "meta_lr": lr}, base, recs)
+        run.member = f" λ={_fmt(lam)} lr={_fmt(lr)}"
+        run.label += run.member
+        runs.append(run)
+    return runs
+
+
+def load_run(path: str) -> Run:
+    """Read ``config.json`` and ``metrics.jsonl`` of a run that is not a sweep (the last record
+    of an (episode, seed) wins, so a resumed run reads as one). A sweep is a ``ConfigError``:
+    ``load_runs`` reads its combinations."""
+    runs = load_runs(path)
+    if len(runs) != 1:
+        raise ConfigError(f"{path!r} is a sweep of {len(runs)} (l1, meta_lr) combinations, not one run; "
+                          f"read it with plots.load_runs")
+    return runs[0]
 
 
 def nan_moving_average(x: np.ndarray, window: int, axis: int = -1) -> np.ndarray:
@@ -250,7 +335,7 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
     """Draw the figures ``names`` for ``runs`` overlaid into ``out``; returns the files written.
 
     ``window``: moving-average length (episodes) of accuracy and loss. A figure with no data
-    (e.g. alignment when no run logged it) is skipped.
+    (e.g. alignment when no run logged it, telemetry when no run recorded it) is skipped.
     """
     import matplotlib
 
@@ -277,7 +362,7 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
         for r in runs:
-            _band(ax, r.episodes, getattr(r, attr), r.label, color[id(r)], who=f"{r.path} {attr}",
+            _band(ax, r.episodes, getattr(r, attr), r.label, color[id(r)], who=f"{r.path}{r.member} {attr}",
                   window=window)
         if name == "accuracy":  # chance: 1/M for each M among the runs
             for M in sorted({r.config.get("M") for r in runs if isinstance(r.config.get("M"), int)}):
@@ -307,7 +392,7 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
                 for r in runs:
                     if t in r.theta:
                         _band(ax, r.episodes, sigmoid(r.theta[t]) if gate else r.theta[t], r.label, color[id(r)],
-                              who=f"{r.path} theta {t}")
+                              who=f"{r.path}{r.member} theta {t}")
                 if gate:  # g = sigmoid(φ) in [0, 1]; ½ is φ = 0, where it starts
                     ax.axhline(0.5, color="0.4", ls="--", lw=1)
                     ax.set_ylim(-0.02, 1.02)
@@ -343,7 +428,7 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
                 v = getattr(r, name)
                 if l < v.shape[2]:
                     _band(ax, r.analysis_episodes, v[:, :, l], r.label, color[id(r)],
-                          who=f"{r.path} {name} layer {l + 1}")
+                          who=f"{r.path}{r.member} {name} layer {l + 1}")
             if name == "alignment":
                 ax.axhline(90.0, color="0.4", ls=":", lw=1, label=r"$90^\circ$ (orthogonal)")
             ax.set_title(rf"layer $\ell = {l + 1}$", fontsize=9)
@@ -357,18 +442,96 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
         axes.flat[0].legend(fontsize=7)
         fig.tight_layout()
         finish(fig, name)
+
+    have = [r for r in runs if r.telemetry] if "telemetry" in names else []
+    if have:
+        finish(_telemetry_figure(plt, have, color), "telemetry")
     return written
 
 
+#: the panels of the telemetry figure: key, title, y label, log scale
+TELEMETRY_PANELS = (
+    ("grad_norm", "(a) meta-gradient norm before clipping", r"$\Vert \nabla_\Theta L \Vert$", True),
+    ("adam_nu_max", r"(b) Adam: largest $\sqrt{\nu}$ (second moment)", r"$\max \sqrt{\nu}$", True),
+    ("update_norm", "(c) norm of the applied update (0, not applied: a gap)", r"$\Vert \Delta\Theta \Vert$", True),
+    ("step_scale", "(d) guard's step multiplier (1 = full step)", "step scale", False),
+)
+
+
+def _telemetry_figure(plt, runs: list[Run], color: dict):
+    """The telemetry figure of ``runs`` (each with telemetry), one thin line per seed, one colour
+    per run; spikes (red x) and rollbacks (ticks at the bottom) marked on the gradient norm."""
+    from matplotlib.lines import Line2D
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), squeeze=False)
+    marks = {"spike": False, "rolled_back": False}
+    for ax, (key, title, ylabel, log) in zip(axes.flat, TELEMETRY_PANELS):
+        drawn = False
+        for r in runs:
+            v = r.telemetry[key]
+            if log:  # a norm of 0 (an update not applied) or a NaN has no place on a log axis: a gap
+                with np.errstate(invalid="ignore"):
+                    v = np.where(v > 0, v, np.nan)
+            if not np.isfinite(v).any():
+                continue
+            drawn = True
+            S = len(r.seeds)
+            for i in range(S):
+                ax.plot(r.episodes, v[i], color=color[id(r)], lw=0.7, alpha=0.7,
+                        label=f"{r.label} (n={S} seed{'s' if S > 1 else ''})" if i == 0 else None)
+            if key != "grad_norm":
+                continue
+            spike = r.telemetry["spike"] == 1.0
+            if spike.any():
+                marks["spike"] = True
+                s_i, e_i = np.nonzero(spike)
+                ax.plot(r.episodes[e_i], v[s_i, e_i], ls="none", marker="x", color="red", ms=6, mew=1.5, zorder=3)
+            back = r.telemetry["rolled_back"] == 1.0
+            if back.any():  # ticks at the bottom of the panel, in the run's colour
+                marks["rolled_back"] = True
+                eps = r.episodes[np.flatnonzero(back.any(axis=0))]
+                ax.plot(eps, np.full(len(eps), 0.03), ls="none", marker="|", ms=12, mew=1.5, color=color[id(r)],
+                        transform=ax.get_xaxis_transform(), zorder=3)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("episode", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+        if not drawn:
+            ax.text(0.5, 0.5, "not recorded by these runs", ha="center", va="center", transform=ax.transAxes,
+                    color="0.4", fontsize=9)
+            continue
+        if log:
+            ax.set_yscale("log")
+        if key == "step_scale":
+            ax.axhline(1.0, color="0.4", ls=":", lw=1)
+            ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]), top=max(1.05, ax.get_ylim()[1]))
+    ax0 = axes[0, 0]
+    handles, labels = ax0.get_legend_handles_labels()
+    if marks["spike"]:
+        handles.append(Line2D([], [], ls="none", marker="x", color="red", mew=1.5))
+        labels.append("spike")
+    if marks["rolled_back"]:
+        handles.append(Line2D([], [], ls="none", marker="|", ms=10, mew=1.5, color="0.2"))
+        labels.append("rolled back")
+    fig.suptitle("meta-step telemetry (one thin line per seed)", fontsize=10)  # --title replaces it
+    # below the panels: the rollback ticks sit at the bottom of (a), where a legend inside would hide them
+    fig.tight_layout(rect=(0, 0.04 + 0.025 * -(-len(handles) // 3), 1, 1))
+    if handles:
+        fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(3, len(handles)), frameon=False)
+    return fig
+
+
 def add_plot_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (overlaid)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run directories (overlaid; a sweep's (l1, meta_lr) combinations are runs of their own)")
     p.add_argument("--out", default=None,
                    help="where the figures go (default: RUN_DIR/figures for one run, ./figures for several)")
     p.add_argument("--window", type=int, default=20,
                    help="moving-average window in episodes for accuracy and loss (default: %(default)s)")
     p.add_argument("--title", default=None, help="a title over every figure")
     p.add_argument("--label", action="append", default=None, metavar="TEXT",
-                   help="the legend label of a run, once per RUN_DIR in order (default: rule+feedback)")
+                   help="the legend label of a run, once per RUN_DIR in order (default: rule+feedback); "
+                        "each combination of a sweep adds its λ and rate")
 
 
 def check_title(title: str | None) -> None:
@@ -397,9 +560,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     labels = getattr(args, "label", None)
     if labels is not None and len(labels) != len(args.runs):
         raise ConfigError(f"--label was given {len(labels)} time(s) for {len(args.runs)} run(s); give one per RUN_DIR")
-    runs = [load_run(p) for p in args.runs]
-    for r, text in zip(runs, labels or []):
-        r.label = text
+    per_dir = [load_runs(p) for p in args.runs]  # a sweep: one run per (l1, meta_lr) combination
+    for members, text in zip(per_dir, labels or []):
+        for r in members:
+            r.label = text + r.member
+    runs = [r for members in per_dir for r in members]
     check_title(args.title)
     # a window longer than every run averages what is there: the same curves, without the padding
     window = min(args.window, max(len(r.episodes) for r in runs))

@@ -2,30 +2,73 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 from plastic_jax.cli import main
-from plastic_jax.plots import FIGURES, load_run, run_label
+from plastic_jax.config import ConfigError
+from plastic_jax.plots import FIGURES, load_run, load_runs, run_label
+
+OLD_RUN = os.path.join(os.path.dirname(__file__), "data", "old_run")  # written before records carried telemetry
+#: (episode, seed) of the hand-written spikes and rollbacks of ``_telemetry``
+SPIKES, ROLLBACKS = {(7, 1), (20, 0), (21, 2)}, {(21, 2)}
+
+
+def _telemetry(ep, s):
+    """A record's telemetry: norms growing with the episode, spikes (not applied: update norm 0)
+    at ``SPIKES``, a rollback at ``ROLLBACKS`` that halves the step scale from then on."""
+    spike, back = (ep, s) in SPIKES, (ep, s) in ROLLBACKS
+    return {"grad_norm": 1.0 + ep + 10 * s + (1e3 if spike else 0.0),
+            "grad_norm_median": None if ep == 0 else 1.0 + ep / 2,
+            "update_norm": 0.0 if spike else 1e-3 * (1 + ep), "adam_nu_max": 1e-2 * (1 + s),
+            "step_scale": 0.5 if any(e <= ep and t == s for e, t in ROLLBACKS) else 1.0,
+            "clipped": ep % 4 == 3, "spike": spike, "rolled_back": back}
 
 
 def _fake_run(path, *, rule="ehebb", feedback="fa", seeds=(0, 1, 2), episodes=30, layers=3, every=5,
-              terms=("F0", "F2")):
+              terms=("F0", "F2"), telemetry=False, sweep=None):
+    """``sweep``: the (l1, meta_lr) combinations of a sweep, each with ``seeds``; combination c's
+    accuracy is offset by c (so a mix of members shows in the data)."""
     os.makedirs(path)
+    combos = sweep or [(0.0, 1e-3)]
+    cfg = {"rule": rule, "feedback": feedback, "terms": None, "layer_rules": None, "l1": 0.0}
+    if sweep:
+        cfg.update(l1=sorted({c[0] for c in combos}), meta_lr=sorted({c[1] for c in combos}))
     with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump({"rule": rule, "feedback": feedback, "terms": None, "layer_rules": None, "l1": 0.0}, f)
+        json.dump(cfg, f)
     rng = np.random.default_rng(len(path))
     with open(os.path.join(path, "metrics.jsonl"), "w") as f:
         for ep in range(episodes):
-            for s in seeds:
-                rec = {"episode": ep, "seed": s, "accuracy": 0.2 + 0.01 * ep + 0.01 * s,
-                       "meta_loss": 2.0 - 0.01 * ep, "query_loss": 2.0 - 0.01 * ep, "skipped": False,
-                       "theta": {t: 1e-3 * (i + 1) * ep + s * 1e-4 for i, t in enumerate(terms)}}
-                if ep % every == 0 or ep == episodes - 1:
-                    rec["alignment"] = list(rng.uniform(0, 90, layers - 1)) + [0.0]
-                    rec["orthonormality"] = list(rng.uniform(0.1, 2, layers))
-                f.write(json.dumps(rec) + "\n")
+            for c, (l1, lr) in enumerate(combos):
+                for s in seeds:
+                    rec = {"episode": ep, "seed": s, "accuracy": 0.2 + 0.01 * ep + 0.01 * s + c,
+                           "meta_loss": 2.0 - 0.01 * ep, "query_loss": 2.0 - 0.01 * ep, "skipped": False,
+                           "theta": {t: 1e-3 * (i + 1) * ep + s * 1e-4 for i, t in enumerate(terms)}}
+                    if sweep:
+                        rec.update(l1=l1, meta_lr=lr)
+                    if telemetry:
+                        rec.update(_telemetry(ep, s))
+                    if ep % every == 0 or ep == episodes - 1:
+                        rec["alignment"] = list(rng.uniform(0, 90, layers - 1)) + [0.0]
+                        rec["orthonormality"] = list(rng.uniform(0.1, 2, layers))
+                    f.write(json.dumps(rec) + "\n")
+
+
+def _capture(monkeypatch):
+    """Keep, per figure written, its visible axes (the figure itself, still open)."""
+    import plastic_jax.plots as plots
+
+    figs = {}
+    save = plots._save
+
+    def keep(fig, out, name):
+        figs[name] = [ax for ax in fig.axes if ax.axison]
+        return save(fig, out, name)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figs
 
 
 def test_load_run_shapes_and_values(tmp_path):
@@ -66,7 +109,7 @@ def test_labels_name_rule_and_feedback(cfg, label):
 
 def test_plot_overlays_runs_into_png_and_pdf(tmp_path, capsys):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    _fake_run(a)
+    _fake_run(a, telemetry=True)
     _fake_run(b, rule="f0", feedback="bp", terms=("F0",), seeds=(0,))
     out = str(tmp_path / "figs")
     assert main(["plot", a, b, "--out", out, "--window", "5"]) == 0
@@ -202,3 +245,122 @@ def test_labels_chance_and_90_degree_lines_mathtext_and_seed_counts(tmp_path, mo
     assert (90.0, 90.0) in lines and ylabel == r"$\alpha_\ell$ (degrees)" and title == r"layer $\ell = 1$"
     assert figs["theta"][0][1] == r"$\theta_{0}$ (F0)"
     assert main(["plot", a, b, "--label", "only one", "--out", str(tmp_path / "g")]) == 2
+
+
+def test_telemetry_is_read_per_seed_and_episode(tmp_path):
+    p = str(tmp_path / "run")
+    _fake_run(p, episodes=25, telemetry=True)
+    r = load_run(p)
+    assert sorted(r.telemetry) == sorted(("grad_norm", "grad_norm_median", "update_norm", "adam_nu_max",
+                                          "step_scale", "clipped", "spike", "rolled_back"))
+    assert all(v.shape == (3, 25) for v in r.telemetry.values())
+    # the flags are 0/1, at exactly the episodes written
+    for key, where in (("spike", SPIKES), ("rolled_back", ROLLBACKS)):
+        assert set(np.unique(r.telemetry[key])) <= {0.0, 1.0}
+        got = {(int(r.episodes[j]), r.seeds[i]) for i, j in zip(*np.nonzero(r.telemetry[key]))}
+        assert got == where
+    np.testing.assert_array_equal(r.telemetry["clipped"][0], [float(e % 4 == 3) for e in range(25)])
+    assert r.telemetry["grad_norm"][1, 7] == 1e3 + 1 + 7 + 10 and r.telemetry["update_norm"][1, 7] == 0.0
+    assert r.telemetry["grad_norm"][2, 4] == 1 + 4 + 20 and r.telemetry["adam_nu_max"][2, 4] == pytest.approx(3e-2)
+    assert np.isnan(r.telemetry["grad_norm_median"][:, 0]).all()  # null for the first episode
+    assert np.isfinite(r.telemetry["grad_norm_median"][:, 1:]).all()
+    np.testing.assert_array_equal(r.telemetry["step_scale"][2], [1.0] * 21 + [0.5] * 4)
+
+
+def test_a_missing_telemetry_key_is_nan_and_a_bad_value_one_line(tmp_path):
+    p = str(tmp_path / "run")
+    _fake_run(p, episodes=3, seeds=(0,), telemetry=True)
+    recs = [json.loads(x) for x in open(os.path.join(p, "metrics.jsonl"))]
+    for r in recs:  # a run without a guard records no step scale and no flags of it
+        for k in ("step_scale", "spike", "rolled_back", "clipped", "grad_norm_median"):
+            r.pop(k)
+    recs[1].pop("grad_norm")
+    with open(os.path.join(p, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in recs)
+    t = load_run(p).telemetry
+    assert np.isnan(t["step_scale"]).all() and np.isnan(t["spike"]).all()
+    np.testing.assert_array_equal(t["grad_norm"][0], [1.0, np.nan, 3.0])
+    recs[2]["spike"] = "yes"
+    with open(os.path.join(p, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in recs)
+    with pytest.raises(ConfigError, match="episode 2, seed 0 has 'spike'") as e:
+        load_run(p)
+    assert "\n" not in str(e.value)
+
+
+def test_telemetry_figure_marks_spikes_and_rollbacks(tmp_path, monkeypatch):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    _fake_run(a, episodes=25, telemetry=True)
+    _fake_run(b, rule="f0", feedback="bp", terms=("F0",), seeds=(0,))  # no telemetry: not in that figure
+    figs = _capture(monkeypatch)
+    out = str(tmp_path / "f")
+    assert main(["plot", a, b, "--out", out]) == 0
+    assert os.path.getsize(os.path.join(out, "telemetry.png")) > 1000
+    assert os.path.getsize(os.path.join(out, "telemetry.pdf")) > 1000
+    axes = figs["telemetry"]
+    assert len(axes) == 4
+    titles = [ax.get_title() for ax in axes]
+    assert titles[0] == "(a) meta-gradient norm before clipping" and "Adam" in titles[1]
+    assert "applied update" in titles[2] and "step multiplier" in titles[3]
+    assert [ax.get_yscale() for ax in axes] == ["log", "log", "log", "linear"]
+    (legend,) = axes[0].figure.legends  # below the panels
+    assert [t.get_text() for t in legend.get_texts()] == ["ehebb+fa (n=3 seeds)", "spike", "rolled back"]
+    lines = axes[0].get_lines()
+    assert [ln.get_label() for ln in lines if not ln.get_label().startswith("_")] == ["ehebb+fa (n=3 seeds)"]
+    assert len([ln for ln in lines if ln.get_marker() not in ("x", "|")]) == 3  # one line per seed
+    (x_marks,) = [ln for ln in lines if ln.get_marker() == "x"]
+    got = sorted(zip(x_marks.get_xdata(), x_marks.get_ydata()))
+    assert got == sorted((e, 1e3 + 1 + e + 10 * s) for e, s in SPIKES)
+    (ticks,) = [ln for ln in lines if ln.get_marker() == "|"]
+    assert list(ticks.get_xdata()) == sorted(e for e, _ in ROLLBACKS)
+    # update norm 0 (a spike, not applied) is a gap on the log axis, not a line to the floor
+    gaps = [np.flatnonzero(np.isnan(ln.get_ydata())).tolist() for ln in axes[2].get_lines()]
+    assert gaps == [sorted(e for e, t in SPIKES if t == s) for s in (0, 1, 2)]
+
+
+def test_no_telemetry_figure_for_a_run_without_it(tmp_path, monkeypatch):
+    run = str(tmp_path / "old_run")
+    shutil.copytree(OLD_RUN, run)
+    r = load_run(run)
+    assert r.telemetry == {} and r.member == "" and r.seeds == [0, 1]
+    figs = _capture(monkeypatch)
+    out = str(tmp_path / "f")
+    assert main(["plot", run, "--out", out]) == 0
+    assert "telemetry" not in figs and {"accuracy", "loss", "theta"} <= set(figs)
+    assert not [n for n in os.listdir(out) if n.startswith("telemetry")]
+
+
+def test_a_sweep_plots_each_combination_as_a_run(tmp_path, monkeypatch):
+    p = str(tmp_path / "sweep")
+    _fake_run(p, seeds=(0, 1), episodes=6, sweep=[(0.0, 1e-3), (1.0, 1e-3)], telemetry=True)
+    runs = load_runs(p)
+    assert [r.label for r in runs] == ["ehebb+fa λ=0 lr=0.001", "ehebb+fa λ=1 lr=0.001"]
+    assert [r.seeds for r in runs] == [[0, 1], [0, 1]]
+    assert [(r.config["l1"], r.config["meta_lr"]) for r in runs] == [(0.0, 1e-3), (1.0, 1e-3)]
+    for c, r in enumerate(runs):  # each combination's own records, not a mix
+        assert r.accuracy.shape == (2, 6)
+        np.testing.assert_allclose(r.accuracy[1], [0.2 + 0.01 * e + 0.01 + c for e in range(6)])
+        assert r.telemetry["grad_norm"].shape == (2, 6)
+    with pytest.raises(ConfigError, match="sweep of 2"):
+        load_run(p)
+    figs = _capture(monkeypatch)
+    assert main(["plot", p, "--out", str(tmp_path / "f")]) == 0
+    for name in ("accuracy", "loss", "theta", "telemetry"):
+        ax = figs[name][0]
+        legend = [t.get_text() for t in (ax.figure.legends[0] if name == "telemetry" else ax.get_legend()).get_texts()]
+        assert legend[:2] == ["ehebb+fa λ=0 lr=0.001 (n=2 seeds)", "ehebb+fa λ=1 lr=0.001 (n=2 seeds)"], name
+    assert main(["plot", p, "--label", "mine", "--out", str(tmp_path / "g")]) == 0
+    legend = [t.get_text() for t in figs["accuracy"][0].get_legend().get_texts()]
+    assert legend == ["mine λ=0 lr=0.001 (n=2 seeds)", "mine λ=1 lr=0.001 (n=2 seeds)"]
+
+
+def test_an_older_run_resumed_with_member_keys_is_one_run(tmp_path):
+    """Records before and after records named their member (l1, meta_lr): the older ones are the
+    run's λ and rate, not a combination of their own."""
+    p = str(tmp_path / "run")
+    _fake_run(p, seeds=(0,), episodes=4)
+    with open(os.path.join(p, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps({"episode": 4, "seed": 0, "l1": 0.0, "meta_lr": 1e-3, "accuracy": 0.9,
+                            "meta_loss": 0.1, "theta": {"F0": 0.0, "F2": 0.0}}) + "\n")
+    (r,) = load_runs(p)
+    assert r.label == "ehebb+fa" and r.accuracy.shape == (1, 5) and r.accuracy[0, 4] == 0.9
