@@ -39,8 +39,10 @@ Two backward steps compute the same numbers:
 1/|S_t| per step going backwards (keep = 1 − θ_3 < 1 with a decay). The rebuilt W_0 is compared
 with the true W_0 (an input) at the end of the backward scan: a relative drift above
 ``DRIFT_TOL`` sets the cotangents to NaN — ``meta.meta_step`` then skips the update, as for any
-non-finite meta-gradient — and issues an ``AdjointRebuildWarning`` from inside jit (a
-``jax.debug.callback``). A fallback to ``reverse-remat`` by ``lax.cond`` was not chosen: under
+non-finite meta-gradient. No warning is issued from inside jit: a host callback would make every
+program that uses the adjoint uncacheable (its pointer enters JAX's persistent-cache key), so the
+driver says it instead (``rebuild_failure_warning``: a non-finite meta-gradient of a finite
+meta-loss). A fallback to ``reverse-remat`` by ``lax.cond`` was not chosen: under
 ``vmap`` (tasks, seeds) a cond runs both branches, so every step would pay for reverse-remat.
 Measured drift (docs/PERFORMANCE.md): ~1e-6 relative with θ_3 = 0 at T = 250 and 2500, ~1e-3 at
 θ_3 = 0.03, T = 250, where the gradient still agrees with float32 reverse mode to ~3e-4.
@@ -54,7 +56,6 @@ import warnings
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from plastic_jax.feedback import STATEFUL_MODES, feedback_matrices
 from plastic_jax.inner import Rule, online_step, state_step, step_factors
@@ -176,15 +177,14 @@ class AdjointRebuildWarning(RuntimeWarning):
     """The backward rebuild of W_t drifted (keep + a bᵀ near 0): the meta-gradient was set to NaN."""
 
 
-def _report_drift(bad, drift):
-    bad, drift = np.asarray(bad), np.asarray(drift)
-    if np.any(bad):
-        warnings.warn(
-            f"adjoint meta-gradient: the weights rebuilt backwards drifted from the true W_0 by "
-            f"{float(np.max(drift)):.2g} (relative; tolerance {DRIFT_TOL:g}): the update's factor "
-            "keep + Σ a bᵀ came near 0, so W_t cannot be recovered from W_(t+1); this task's "
-            "meta-gradient is NaN (meta_step skips the update). Use --meta-grad reverse-remat for "
-            "this rule.", AdjointRebuildWarning, stacklevel=2)
+def rebuild_failure_warning(episode: int, who: str) -> None:
+    """Issue the ``AdjointRebuildWarning`` for a non-finite adjoint meta-gradient of a finite
+    meta-loss (what a failed rebuild gives; the driver calls this once per run)."""
+    warnings.warn(
+        f"episode {episode}, {who}: the adjoint meta-gradient is not finite while the meta-loss is: the "
+        f"weights rebuilt backwards drifted from the true W_0 by more than {DRIFT_TOL:g} (the update's factor "
+        "keep + Σ a bᵀ came near 0, e.g. a strong decay θ3), so W_t cannot be recovered from W_(t+1); the "
+        "update was not applied. Use --meta-grad reverse-remat for this rule.", AdjointRebuildWarning, stacklevel=2)
 
 
 def rebuild_drift(W_0: Weights, W_0_rebuilt: Weights) -> jax.Array:
@@ -245,9 +245,6 @@ def _bwd(rule, backward, res, G_T):
             W_0r, G_0, th_bar, B_bar = _fast_backward(theta, rule, W_T, B, xs, labels, stack, G_T, want_B)
         drift = rebuild_drift(W_0, W_0r)
     bad = ~(drift <= DRIFT_TOL)
-    # a non-finite W_T (a diverged episode: its loss is not finite either) is no rebuild failure
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(w)) for w in W_T]))
-    jax.debug.callback(_report_drift, bad & finite, drift)
     nan = jnp.asarray(jnp.nan, th_bar.dtype)
     th_bar = jnp.where(bad, nan, th_bar)
     G_0 = tuple(jnp.where(bad, nan, g) for g in G_0)
@@ -263,8 +260,8 @@ def adapt_adjoint(theta, rule: Rule, W: Weights, B: Weights, xs, labels, backwar
     Differentiable w.r.t. theta and W (the cotangent of W_0 comes for free) and B; the stream
     xs, labels is data (differentiating w.r.t. it raises). ``backward``: ``"fast"`` or
     ``"generic"`` (the module docstring). When the weights rebuilt backwards drift from the true
-    W_0 by more than ``DRIFT_TOL`` (relative), the cotangents are NaN and an
-    ``AdjointRebuildWarning`` is issued (from inside jit, by ``jax.debug.callback``).
+    W_0 by more than ``DRIFT_TOL`` (relative), the cotangents are NaN (the driver then issues an
+    ``AdjointRebuildWarning``: ``rebuild_failure_warning``).
     """
     if backward not in BACKWARDS:
         raise ValueError(f"unknown adjoint backward {backward!r}; choose one of {BACKWARDS}")

@@ -266,6 +266,27 @@ def summarize(cfg: TrainConfig, accs: np.ndarray, theta: np.ndarray, terms: tupl
     return summary
 
 
+def uses_adjoint(cfg: TrainConfig, n_theta: int) -> bool:
+    """Whether the run's meta-gradient is the adjoint (``--meta-grad adjoint``, or ``auto``'s choice)."""
+    from plastic_jax.estimators import choose_estimator
+
+    est = choose_estimator(n_theta, cfg.feedback) if cfg.estimator == "auto" else cfg.estimator
+    return est == "adjoint"
+
+
+def warn_rebuild_failure(cfg: TrainConfig, ep: int, m: dict, warned: bool) -> bool:
+    """With the adjoint, a non-finite meta-gradient of a finite meta-loss is a failed rebuild of
+    W_t: issue ``adjoint.AdjointRebuildWarning`` for the first one of the run (``warned``: already
+    issued); returns whether it has been issued now or before."""
+    bad = ~np.isfinite(np.asarray(m["grad_norm"])) & np.isfinite(np.asarray(m["meta_loss"]))
+    if warned or not bad.any():
+        return warned
+    from plastic_jax.adjoint import rebuild_failure_warning
+
+    rebuild_failure_warning(ep, member_name(cfg, int(np.argmax(bad))))
+    return True
+
+
 def _count_events(events: dict[str, np.ndarray], i: int, rec: dict[str, Any]) -> None:
     for key, flag in (("spikes", "spike"), ("rollbacks", "rolled_back"), ("clipped", "clipped"),
                       ("skipped", "skipped")):
@@ -324,6 +345,7 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
     from plastic_jax.sharding import seed_shardings
 
     exp = build(cfg)
+    rundir.record_fingerprint(cfg, exp.data)  # what the run depends on; a resume with other data is refused
     if isinstance(devices, int) and not isinstance(devices, bool):
         if devices < 1:
             raise ConfigError(f"--devices must be a positive integer, got {devices}")
@@ -356,6 +378,7 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
             step, analyze = compile_ahead(step, analyze, state, episode_keys(base, start), ci, cfg.analysis_every > 0,
                                           l1)
         bar, stopped, done = _progress_bar(cfg, start) if progress else None, None, start
+        adjoint, warned = uses_adjoint(cfg, exp.rule.n_theta), False
         for ep in range(start, cfg.episodes):
             keys = episode_keys(base, ep)
             # analysis: the same episode(s) as this step, with the Θ the step is given (pre-update)
@@ -366,6 +389,8 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
             recs = episode_records(cfg, ep, m, theta, skips, an, terms)
             for i, r in enumerate(recs):
                 _count_events(events, i, r)
+            if adjoint:
+                warned = warn_rebuild_failure(cfg, ep, m, warned)
             run.append(recs)
             tb.add(recs)
             done, stopped = ep + 1, guard(cfg, ep, skips)

@@ -204,7 +204,7 @@ def test_nothing_weight_sized_is_stacked_over_T():
     assert all(len(s) <= 2 for s in stacked), stacked
 
 
-def test_ill_conditioned_rebuild_gives_nan_and_a_warning():
+def test_ill_conditioned_rebuild_gives_nan():
     # θ_3 = 1: keep = 1 - θ_3 = 0, every step forgets W; W_t cannot be rebuilt from W_{t+1}
     rule = make_rule((0, 3), n_layers=3, feedback="fa")
     W, B, xs, ys, xq, yq = _problem(jnp.float32)
@@ -212,20 +212,41 @@ def test_ill_conditioned_rebuild_gives_nan_and_a_warning():
     def loss(th):
         return query_loss(adapt_adjoint(th, rule, W, B, xs, ys), xq, yq)[0]
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        bad = jax.jit(jax.grad(loss))(jnp.array([0.1, 1.0]))
-        jax.effects_barrier()
+    bad = jax.jit(jax.grad(loss))(jnp.array([0.1, 1.0]))
     assert np.all(np.isnan(np.asarray(bad)))
-    assert any(issubclass(w.category, AdjointRebuildWarning) for w in caught), [str(w.message) for w in caught]
-    # a well-conditioned decay is fine (and issues no warning)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        good = jax.jit(jax.grad(loss))(jnp.array([0.1, 0.02]))
-        jax.effects_barrier()
+    assert np.isfinite(float(jax.jit(loss)(jnp.array([0.1, 1.0]))))  # the loss itself is fine
+    # a well-conditioned decay is fine
+    good = jax.jit(jax.grad(loss))(jnp.array([0.1, 0.02]))
     want = jax.jit(jax.grad(lambda th: query_loss(adapt(th, rule, W, B, xs, ys), xq, yq)[0]))(jnp.array([0.1, 0.02]))
     np.testing.assert_allclose(np.asarray(good), np.asarray(want), rtol=1e-4)
-    assert not any(issubclass(w.category, AdjointRebuildWarning) for w in caught)
+
+
+def test_the_adjoint_program_holds_no_host_callback():
+    # a callback's pointer enters JAX's persistent-cache key: such a program is compiled anew by
+    # every process (every run, resume and evaluate); the adjoint must stay cacheable
+    rule = make_rule((0, 2, 9), n_layers=3, feedback="fa")
+    W, B, xs, ys, xq, yq = _problem(jnp.float32)
+    text = jax.jit(jax.grad(lambda th: query_loss(adapt_adjoint(th, rule, W, B, xs, ys), xq, yq)[0])).lower(
+        jnp.array([0.1, 0.01, 0.01])).as_text()
+    assert "callback" not in text
+
+
+def test_the_driver_warns_once_of_a_failed_rebuild():
+    from plastic_jax.config import TrainConfig
+    from plastic_jax.train import warn_rebuild_failure
+
+    cfg = TrainConfig(rule="bio", seeds=3)
+    ok = {"grad_norm": np.array([1.0, 2.0, 3.0]), "meta_loss": np.array([1.0, 1.0, 1.0])}
+    overflow = {"grad_norm": np.array([1.0, np.nan, 3.0]), "meta_loss": np.array([1.0, np.nan, 1.0])}
+    rebuild = {"grad_norm": np.array([1.0, 2.0, np.nan]), "meta_loss": np.array([1.0, 1.0, 1.0])}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not warn_rebuild_failure(cfg, 0, ok, False)
+        assert not warn_rebuild_failure(cfg, 1, overflow, False)  # a diverged episode is no rebuild failure
+        assert warn_rebuild_failure(cfg, 2, rebuild, False)
+        assert warn_rebuild_failure(cfg, 3, rebuild, True)  # once per run
+    hits = [w for w in caught if issubclass(w.category, AdjointRebuildWarning)]
+    assert len(hits) == 1 and "episode 2, seed 2" in str(hits[0].message) and "reverse-remat" in str(hits[0].message)
 
 
 def test_batch_loss_is_unchanged_by_the_custom_vjp():
