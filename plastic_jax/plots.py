@@ -3,7 +3,9 @@
 - ``accuracy`` and ``loss``: meta-accuracy and meta-loss per episode, a trailing moving average
   of each seed's curve, the mean over seeds and a 98% bootstrap band over seeds (500 resamples);
   all NaN-aware: a non-finite value is skipped (one line on stderr says so), and a point that
-  rests on fewer than all seeds is flagged in the legend;
+  rests on fewer than all seeds is flagged in the legend; accuracy has its chance levels
+  (``chance_lines``): 1/M, guessing among a task's M classes, and 1/C, an untrained network's
+  argmax over all C outputs (one per class of the dataset), where the accuracy starts;
 - ``theta``: the Θ trajectories, one panel per term (``theta_title``); with ``--feedback plastic``
   Θ^B's panels (``B:kp``, ``B:decay``, ``B:err``) follow, drawn like θ's; with ``--feedback
   routing`` the gates get their own rows at the bottom, drawn as the gate g_ℓ = sigmoid(φ_ℓ) in
@@ -15,9 +17,11 @@
   sqrt of the second moment, (c) the norm of the applied update, (d) the guard's step multiplier;
   drawn only when some run recorded telemetry (runs written before it have none).
 
-Several runs overlay, each labelled by its rule and feedback (e.g. ``ehebb+fa``). A sweep (several
-(λ, Adam rate) combinations in one run directory, ``load_runs``) is one run per combination,
-labelled with its λ and rate (``ehebb+fa λ=1 lr=0.001``).
+Several runs overlay, each labelled by its rule and feedback (e.g. ``ehebb+fa``, ``ehebb+fa
+per-layer Θ``), and by the settings in which the overlaid runs differ (``label_runs``: ``pool+fa
+F5–F8 elementwise``, ``ehebb+fa robust preset``), every one in each figure's legend with its number
+of seeds. A sweep (several (λ, Adam rate) combinations in one run directory, ``load_runs``) is one
+run per combination, labelled with its λ and rate (``ehebb+fa λ=1 lr=0.001``).
 Reading runs is NumPy only; matplotlib (Agg backend) is imported when drawing.
 """
 
@@ -70,8 +74,10 @@ class Run:
 
 
 def run_label(config: dict) -> str:
-    """``rule+feedback``: the per-layer rules, the term ids or the named rule, then the feedback
-    (whatever the values' types: a label never fails)."""
+    """``rule+feedback``: the per-layer rules, the term ids or the named rule, then the feedback,
+    `` per-layer Θ`` for a run with one Θ row per layer (``per_layer_theta``) and its L1 strength
+    (whatever the values' types: a label never fails). ``label_runs`` adds what tells overlaid
+    runs apart beyond that (the F5–F8 reading, the preset)."""
     if config.get("layer_rules"):
         rule = f"[{config['layer_rules']}]"
     elif config.get("terms"):
@@ -79,10 +85,59 @@ def run_label(config: dict) -> str:
     else:
         rule = str(config.get("rule", "?"))
     label = f"{rule}+{config.get('feedback', '?')}"
+    if config.get("per_layer_theta") is True:
+        label += " per-layer Θ"
     l1 = config.get("l1")
     if l1:
         label += f" (L1 {l1:g})" if isinstance(l1, (int, float)) and not isinstance(l1, bool) else f" (L1 {l1})"
     return label
+
+
+def _default_label(run: Run) -> str:
+    """The label ``load_runs`` gives ``run`` (a sweep's member: the base label and its λ and rate)."""
+    return run_label({**run.config, "l1": None}) + run.member if run.member else run_label(run.config)
+
+
+def _has_f5_f8(run: Run) -> bool:
+    """Whether the run's rule has any of F5–F8 (read from its Θ keys: reading a run needs no JAX)."""
+    from plastic_jax.rundir import THETA_KEY
+
+    return any((m := THETA_KEY.fullmatch(t)) is not None and m.group(1) is not None and 5 <= int(m.group(1)) <= 8
+               for t in run.theta)
+
+
+#: settings that tell overlaid runs apart, spelled out in ``label_runs`` only when the runs differ
+#: in them: name -> (the value a config.json without it means, whether a run has the setting, suffix)
+DISTINGUISHING = {
+    "f5_f8": ("matrix", _has_f5_f8, lambda v: f" F5–F8 {v}"),  # the reading: only rules with F5–F8 have one
+    "preset": ("paper", lambda run: True, lambda v: f" {v} preset"),  # runs before config.json recorded it: paper
+}
+
+
+def label_runs(runs: list[Run]) -> list[Run]:
+    """``runs`` (copies) with labels that tell them apart: each setting of ``DISTINGUISHING`` in
+    which the runs that have it differ is appended to their labels (before a sweep member's λ and
+    rate); runs still alike get their directory's name. A label set by hand (``--label``) is kept."""
+    import dataclasses
+
+    auto = [r for r in runs if r.label == _default_label(r)]
+    suffix = {id(r): "" for r in auto}
+    for name, (absent, has, text) in DISTINGUISHING.items():
+        having = [r for r in auto if has(r)]
+        values = {id(r): str(r.config.get(name) or absent) for r in having}
+        if len(set(values.values())) > 1:
+            for r in having:
+                suffix[id(r)] += text(values[id(r)])
+
+    def base(r):
+        return run_label({**r.config, "l1": None}) if r.member else run_label(r.config)
+
+    labels = {id(r): base(r) + suffix[id(r)] + r.member for r in auto}
+    for r in auto:
+        if sum(labels[id(q)] == labels[id(r)] for q in auto) > 1:
+            suffix[id(r)] += f" ({os.path.basename(os.path.normpath(r.path))})"
+    return [dataclasses.replace(r, label=base(r) + suffix[id(r)] + r.member) if id(r) in suffix else r
+            for r in runs]
 
 
 def _grid_of(path: str, recs: dict, episodes, seeds, field_name: str, get) -> np.ndarray:
@@ -260,32 +315,41 @@ def seed_band(curves: np.ndarray, level: float = 0.98, n_resamples: int = 500):
     return mean, lo, hi, fin.sum(axis=0)
 
 
+def _seeds_label(label: str, S: int) -> str:
+    """``label`` and how many seeds are behind its curve: ``ehebb+fa (n=3 seeds)``."""
+    return f"{label} (n={S} seed{'s' if S > 1 else ''})"
+
+
 def _band(ax, x, curves, label, color, *, who: str = "", window: int | None = None):
-    """Mean over seeds (axis 0) with its 98% bootstrap band, NaN-aware (``seed_band``).
+    """Mean over seeds (axis 0) with its 98% bootstrap band, NaN-aware (``seed_band``); returns
+    the mean's line and whether some plotted point rests on fewer than all seeds.
 
     ``window``: smooth each seed's curve first (``nan_moving_average``). Non-finite values are
     skipped, not propagated; when some exist, one line on stderr names ``who`` and how many
-    points they touch, and where a plotted point rests on fewer than all seeds the legend says so.
+    points they touch, and where a plotted point rests on fewer than all seeds the legend says so
+    (``(n=3 seeds; at 2 points only 1 of 3 finite)``).
     """
     curves = np.asarray(curves, np.float64)
     S = curves.shape[0]
-    label = f"{label} (n={S} seed{'s' if S > 1 else ''})"  # how many seeds are behind the band
+    label = _seeds_label(label, S)
     bad = ~np.isfinite(curves)
     if window is not None:
         curves = nan_moving_average(curves, window, axis=1)
     mean, lo, hi, n_fin = seed_band(curves)
     short = n_fin < S
     if short.any():
-        label = f"{label} ({n_fin[short].min()} of {S} seeds at {short.sum()} points)"
+        n = int(short.sum())
+        label = f"{label[:-1]}; at {n} point{'s' if n > 1 else ''} only {n_fin[short].min()} of {S} finite)"
     if bad.any():
         print(f"warning: {who}: {bad.sum()} non-finite value(s) in {bad.any(axis=1).sum()} of {S} seed(s) "
               f"skipped; {short.sum()} of {curves.shape[1]} plotted points average fewer than {S} seeds",
               file=sys.stderr)
-    ax.plot(x, mean, label=label, color=color, lw=1.5)
+    (line,) = ax.plot(x, mean, label=label, color=color, lw=1.5)
     if S > 1:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+    return line, bool(short.any())
 
 
 def is_gate(t: str) -> bool:
@@ -321,6 +385,43 @@ def theta_title(t: str) -> str:
     return rf"$\theta_{{{term}}}$" + (f", layer {layer}" if layer else "") + f" ({t})"
 
 
+#: the number of classes (the network's outputs: one per class of the dataset) of the named datasets
+DATASET_CLASSES = {"digits": 10, "emnist": 47, "glyphs": 47}
+
+
+def n_outputs(config: dict) -> int | None:
+    """C, the network's output units (one per class of the dataset): from the dataset's name
+    (``DATASET_CLASSES``), else from ``extra.class_split`` (its train and test classes are all the
+    dataset's, unless both lists were given by hand); None when the config does not tell."""
+    dataset = config.get("dataset")
+    if isinstance(dataset, str) and dataset in DATASET_CLASSES:
+        return DATASET_CLASSES[dataset]
+    extra = config.get("extra")
+    split = extra.get("class_split") if isinstance(extra, dict) else None
+    if not isinstance(split, dict) or (config.get("train_classes") and config.get("test_classes")):
+        return None
+    classes = [c for side in ("train", "test") if isinstance(split.get(side), list) for c in split[side]]
+    return len(set(classes)) or None
+
+
+def chance_lines(configs: list[dict]) -> list[tuple[float, str, str]]:
+    """The chance levels of the accuracy figure, (y, line style, label), for the runs' configs:
+    1/M, guessing among a task's M classes (the meta-accuracy of a network that has learnt the task
+    but not which of its M classes is which), and 1/C, the argmax of an untrained network over all
+    its C outputs (the labels are the dataset's, so the accuracy starts near 1/C, below 1/M).
+    One line per value: M = C share it."""
+    def ints(values):
+        return {v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0}
+
+    lines: dict[float, tuple[str, list[str]]] = {}
+    for M in sorted(ints(c.get("M") for c in configs)):
+        lines.setdefault(1.0 / M, (":", []))[1].append(f"1/M = {1.0 / M:.3g}: guessing among a task's {M} classes")
+    for C in sorted(ints(n_outputs(c) for c in configs)):
+        lines.setdefault(1.0 / C, ("-.", []))[1].append(
+            f"1/C = {1.0 / C:.3g}: untrained argmax over all {C} outputs")
+    return [(y, ls, "; ".join(text)) for y, (ls, text) in sorted(lines.items(), reverse=True)]
+
+
 def _save(fig, out: str, name: str) -> list[str]:
     paths = []
     for ext in ("png", "pdf"):
@@ -343,11 +444,16 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
     import matplotlib.pyplot as plt
 
     os.makedirs(out, exist_ok=True)
+    runs = label_runs(runs)  # overlaid runs alike in rule and feedback: what else tells them apart
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     color = {id(r): colors[i % len(colors)] for i, r in enumerate(runs)}
     n_seeds = sorted({len(r.seeds) for r in runs})
-    band_note = (f"mean over {'/'.join(map(str, n_seeds))} seeds, 98% bootstrap band"
-                 if max(n_seeds) > 1 else "one seed")
+    if len(n_seeds) > 1:
+        band_note = (f"mean over each run's n seeds (n = {' or '.join(map(str, n_seeds))}, in the legend), "
+                     f"98% bootstrap band over seeds where n > 1")
+    else:
+        band_note = (f"mean over {n_seeds[0]} seeds, 98% bootstrap band over seeds" if n_seeds[0] > 1
+                     else "one seed per run")
     written: list[str] = []
 
     def finish(fig, name):
@@ -364,9 +470,9 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
         for r in runs:
             _band(ax, r.episodes, getattr(r, attr), r.label, color[id(r)], who=f"{r.path}{r.member} {attr}",
                   window=window)
-        if name == "accuracy":  # chance: 1/M for each M among the runs
-            for M in sorted({r.config.get("M") for r in runs if isinstance(r.config.get("M"), int)}):
-                ax.axhline(1.0 / M, color="0.4", ls=":", lw=1, label=f"chance (1/{M})")
+        if name == "accuracy":  # chance: 1/M (a task's classes) and 1/C (all outputs) among the runs
+            for y, ls, text in chance_lines([r.config for r in runs]):
+                ax.axhline(y, color="0.4" if ls == ":" else "0.6", ls=ls, lw=1, label=text)
         ax.set_xlabel("episode")
         ax.set_ylabel(f"{ylabel}, moving average ({window})")
         ax.set_title(band_note, fontsize=9)
@@ -384,6 +490,7 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
         nrow = sum(-(-len(g) // ncol) for g in groups)
         fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
         used, row = [], 0
+        entry: dict[int, list] = {}  # a run's legend entry: its first line, whether some panel is short of seeds
         for g in groups:
             for i, t in enumerate(g):
                 ax = axes[row + i // ncol, i % ncol]
@@ -391,8 +498,9 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
                 gate = is_gate(t)
                 for r in runs:
                     if t in r.theta:
-                        _band(ax, r.episodes, sigmoid(r.theta[t]) if gate else r.theta[t], r.label, color[id(r)],
-                              who=f"{r.path}{r.member} theta {t}")
+                        line, short = _band(ax, r.episodes, sigmoid(r.theta[t]) if gate else r.theta[t], r.label,
+                                            color[id(r)], who=f"{r.path}{r.member} theta {t}")
+                        entry.setdefault(id(r), [line, False])[1] |= short
                 if gate:  # g = sigmoid(φ) in [0, 1]; ½ is φ = 0, where it starts
                     ax.axhline(0.5, color="0.4", ls="--", lw=1)
                     ax.set_ylim(-0.02, 1.02)
@@ -405,7 +513,10 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
         for ax in axes.flat:
             if ax not in used:
                 ax.axis("off")
-        used[0].legend(fontsize=7)
+        # every run, whichever panels it has (two runs may share no Θ key)
+        legend = [(entry[id(r)][0], _seeds_label(r.label, len(r.seeds))
+                   + (" (fewer finite at some points)" if entry[id(r)][1] else "")) for r in runs if id(r) in entry]
+        used[0].legend(*zip(*legend), fontsize=7)
         fig.tight_layout()
         finish(fig, "theta")
 
@@ -465,6 +576,7 @@ def _telemetry_figure(plt, runs: list[Run], color: dict):
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), squeeze=False)
     marks = {"spike": False, "rolled_back": False}
+    first: dict[int, object] = {}  # a run's legend entry: its first line in any panel
     for ax, (key, title, ylabel, log) in zip(axes.flat, TELEMETRY_PANELS):
         drawn = False
         for r in runs:
@@ -477,8 +589,9 @@ def _telemetry_figure(plt, runs: list[Run], color: dict):
             drawn = True
             S = len(r.seeds)
             for i in range(S):
-                ax.plot(r.episodes, v[i], color=color[id(r)], lw=0.7, alpha=0.7,
-                        label=f"{r.label} (n={S} seed{'s' if S > 1 else ''})" if i == 0 else None)
+                (line,) = ax.plot(r.episodes, v[i], color=color[id(r)], lw=0.7, alpha=0.7,
+                                  label=_seeds_label(r.label, S) if id(r) not in first else None)
+                first.setdefault(id(r), line)
             if key != "grad_norm":
                 continue
             spike = r.telemetry["spike"] == 1.0
@@ -505,8 +618,9 @@ def _telemetry_figure(plt, runs: list[Run], color: dict):
         if key == "step_scale":
             ax.axhline(1.0, color="0.4", ls=":", lw=1)
             ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]), top=max(1.05, ax.get_ylim()[1]))
-    ax0 = axes[0, 0]
-    handles, labels = ax0.get_legend_handles_labels()
+    # every run drawn, whichever panel it first appears in (one without a gradient norm is not in (a))
+    handles = [first[id(r)] for r in runs if id(r) in first]
+    labels = [h.get_label() for h in handles]
     if marks["spike"]:
         handles.append(Line2D([], [], ls="none", marker="x", color="red", mew=1.5))
         labels.append("spike")

@@ -9,7 +9,7 @@ import pytest
 
 from plastic_jax.cli import main
 from plastic_jax.config import ConfigError
-from plastic_jax.plots import FIGURES, load_run, load_runs, run_label
+from plastic_jax.plots import FIGURES, chance_lines, load_run, load_runs, n_outputs, run_label
 
 OLD_RUN = os.path.join(os.path.dirname(__file__), "data", "old_run")  # written before records carried telemetry
 #: (episode, seed) of the hand-written spikes and rollbacks of ``_telemetry``
@@ -28,12 +28,13 @@ def _telemetry(ep, s):
 
 
 def _fake_run(path, *, rule="ehebb", feedback="fa", seeds=(0, 1, 2), episodes=30, layers=3, every=5,
-              terms=("F0", "F2"), telemetry=False, sweep=None):
+              terms=("F0", "F2"), telemetry=False, sweep=None, config=None):
     """``sweep``: the (l1, meta_lr) combinations of a sweep, each with ``seeds``; combination c's
-    accuracy is offset by c (so a mix of members shows in the data)."""
+    accuracy is offset by c (so a mix of members shows in the data). ``config``: more settings of
+    config.json."""
     os.makedirs(path)
     combos = sweep or [(0.0, 1e-3)]
-    cfg = {"rule": rule, "feedback": feedback, "terms": None, "layer_rules": None, "l1": 0.0}
+    cfg = {"rule": rule, "feedback": feedback, "terms": None, "layer_rules": None, "l1": 0.0, **(config or {})}
     if sweep:
         cfg.update(l1=sorted({c[0] for c in combos}), meta_lr=sorted({c[1] for c in combos}))
     with open(os.path.join(path, "config.json"), "w") as f:
@@ -101,10 +102,169 @@ def test_resumed_run_reads_the_last_record_of_an_episode(tmp_path):
         ({"rule": "f0", "terms": "0,2,9", "feedback": "fa"}, "F{0,2,9}+fa"),
         ({"rule": "f0", "layer_rules": "f0,ehebb,f0", "feedback": "fa"}, "[f0,ehebb,f0]+fa"),
         ({"rule": "pool", "feedback": "fa", "l1": 1e-3}, "pool+fa (L1 0.001)"),
+        ({"rule": "ehebb", "feedback": "fa", "per_layer_theta": True}, "ehebb+fa per-layer Θ"),
+        ({"rule": "ehebb", "feedback": "fa", "per_layer_theta": False}, "ehebb+fa"),
     ],
 )
 def test_labels_name_rule_and_feedback(cfg, label):
     assert run_label(cfg) == label
+
+
+def _legends(monkeypatch):
+    """Keep, per figure drawn, the texts of each visible axes' legend (the figure's own legend
+    last, when it has one), and the title of the first axes; the figures are not written."""
+    import plastic_jax.plots as plots
+
+    figs, titles = {}, {}
+
+    def keep(fig, out, name):
+        figs[name] = [[t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []
+                      for ax in fig.axes if ax.axison]
+        figs[name] += [[t.get_text() for t in leg.get_texts()] for leg in fig.legends]
+        titles[name] = fig.axes[0].get_title()
+        return []
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figs, titles
+
+
+POOL = tuple(f"F{i}" for i in range(10))
+PER_LAYER = ("F0@1", "F2@1", "F0@2", "F2@2")
+
+
+@pytest.mark.parametrize(
+    "a,b,want",
+    [  # (config, Θ keys) of two overlaid runs, and their labels
+        (({}, ("F0", "F2")), ({"per_layer_theta": True}, PER_LAYER), ["ehebb+fa", "ehebb+fa per-layer Θ"]),
+        (({"rule": "pool", "f5_f8": "elementwise"}, POOL), ({"rule": "pool"}, POOL),  # absent: matrix
+         ["pool+fa F5–F8 elementwise", "pool+fa F5–F8 matrix"]),
+        (({"preset": "robust"}, ("F0", "F2")), ({}, ("F0", "F2")),  # absent: the paper's, as before presets
+         ["ehebb+fa robust preset", "ehebb+fa paper preset"]),
+        (({"preset": "paper"}, ("F0", "F2")), ({}, ("F0", "F2")), ["ehebb+fa (a)", "ehebb+fa (b)"]),
+        # ehebb has no F5-F8: their reading tells nothing apart; the directories do
+        (({"f5_f8": "elementwise"}, ("F0", "F2")), ({"f5_f8": "matrix"}, ("F0", "F2")),
+         ["ehebb+fa (a)", "ehebb+fa (b)"]),
+        (({"rule": "pool", "f5_f8": "elementwise", "preset": "robust"}, POOL), ({"preset": "robust"}, ("F0", "F2")),
+         ["pool+fa", "ehebb+fa"]),
+    ],
+)
+def test_overlaid_runs_that_differ_get_different_labels(tmp_path, monkeypatch, a, b, want):
+    """per-layer Θ, the F5–F8 reading (of rules with F5–F8), the preset: spelled out when the
+    overlaid runs differ in them; a run alone keeps its short label, and one given by hand stays."""
+    for name, (cfg, terms) in zip("ab", (a, b)):
+        _fake_run(str(tmp_path / name), seeds=(0,), episodes=4, terms=terms, config=cfg)
+    figs, _ = _legends(monkeypatch)
+    dirs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main(["plot", *dirs, "--out", str(tmp_path / "f")]) == 0
+    assert figs["accuracy"][0][:2] == [f"{w} (n=1 seed)" for w in want]
+    assert main(["plot", dirs[0], "--out", str(tmp_path / "g")]) == 0
+    assert figs["accuracy"][0][0] == run_label(json.load(open(os.path.join(dirs[0], "config.json")))) + " (n=1 seed)"
+    assert main(["plot", *dirs, "--label", "x", "--label", "y", "--out", str(tmp_path / "h")]) == 0
+    assert figs["accuracy"][0][:2] == ["x (n=1 seed)", "y (n=1 seed)"]
+
+
+def test_sweep_members_alike_but_for_the_preset_keep_their_lambda_and_rate(tmp_path, monkeypatch):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    _fake_run(a, seeds=(0,), episodes=4, sweep=[(0.0, 1e-3), (1.0, 1e-3)], config={"preset": "robust"})
+    _fake_run(b, seeds=(0,), episodes=4)
+    figs, _ = _legends(monkeypatch)
+    assert main(["plot", a, b, "--out", str(tmp_path / "f")]) == 0
+    assert figs["accuracy"][0][:3] == ["ehebb+fa robust preset λ=0 lr=0.001 (n=1 seed)",
+                                       "ehebb+fa robust preset λ=1 lr=0.001 (n=1 seed)",
+                                       "ehebb+fa paper preset (n=1 seed)"]
+
+
+@pytest.mark.parametrize(
+    "terms_b,cfg_b",
+    [
+        (PER_LAYER, {"per_layer_theta": True}),  # no Θ key in common
+        (("F2",), {"terms": "2"}),  # not in the first panel (F0)
+        (("F2", "F9"), {"terms": "2,9"}),
+    ],
+)
+def test_every_run_drawn_is_in_the_theta_legend(tmp_path, monkeypatch, terms_b, cfg_b):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    _fake_run(a, episodes=4, terms=("F0", "F2"))
+    _fake_run(b, seeds=(0,), episodes=4, terms=terms_b, config=cfg_b)
+    figs, _ = _legends(monkeypatch)
+    assert main(["plot", a, b, "--out", str(tmp_path / "f")]) == 0
+    label_b = run_label(json.load(open(os.path.join(b, "config.json"))))
+    assert figs["theta"][0] == ["ehebb+fa (n=3 seeds)", f"{label_b} (n=1 seed)"]
+    assert all(leg == [] for leg in figs["theta"][1:])  # one legend, in the first panel
+
+
+def test_the_theta_legend_says_when_a_panel_is_short_of_seeds(tmp_path, monkeypatch):
+    a = str(tmp_path / "a")
+    _fake_run(a, episodes=4, terms=("F0", "F2"))
+    recs = [json.loads(x) for x in open(os.path.join(a, "metrics.jsonl"))]
+    recs[5]["theta"]["F2"] = None  # a non-finite value, in the second panel only
+    with open(os.path.join(a, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in recs)
+    figs, _ = _legends(monkeypatch)
+    assert main(["plot", a, "--out", str(tmp_path / "f")]) == 0
+    assert figs["theta"][0] == ["ehebb+fa (n=3 seeds) (fewer finite at some points)"]
+
+
+def test_every_run_drawn_is_in_the_telemetry_legend(tmp_path, monkeypatch):
+    """A run whose records lack the gradient norm is not in panel (a), but is drawn in the others."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    _fake_run(a, episodes=25, telemetry=True)
+    _fake_run(b, rule="f0", feedback="bp", terms=("F0",), seeds=(0,), episodes=25, telemetry=True)
+    recs = [json.loads(x) for x in open(os.path.join(b, "metrics.jsonl"))]
+    with open(os.path.join(b, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps({k: v for k, v in r.items() if k != "grad_norm"}) + "\n" for r in recs)
+    figs, _ = _legends(monkeypatch)
+    assert main(["plot", b, a, "--out", str(tmp_path / "f")]) == 0
+    assert figs["telemetry"][-1] == ["f0+bp (n=1 seed)", "ehebb+fa (n=3 seeds)", "spike", "rolled back"]
+
+
+def test_seed_counts_are_spelled_out(tmp_path, monkeypatch):
+    """No "1/3 seeds": the title says each run has its own n (in the legend), a point short of
+    seeds says how many were finite."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    _fake_run(a, episodes=8)
+    _fake_run(b, seeds=(0,), episodes=8, rule="f0", terms=("F0",))
+    _with_nan(a, seed=1, episode=3, key="accuracy")
+    figs, titles = _legends(monkeypatch)
+    assert main(["plot", a, b, "--window", "1", "--out", str(tmp_path / "f")]) == 0
+    assert titles["accuracy"] == ("mean over each run's n seeds (n = 1 or 3, in the legend), "
+                                  "98% bootstrap band over seeds where n > 1")
+    assert "1/3" not in titles["accuracy"]
+    assert figs["accuracy"][0][:2] == ["ehebb+fa (n=3 seeds; at 1 point only 2 of 3 finite)", "f0+fa (n=1 seed)"]
+    assert main(["plot", a, "--out", str(tmp_path / "g")]) == 0
+    assert titles["accuracy"] == "mean over 3 seeds, 98% bootstrap band over seeds"
+    assert main(["plot", b, "--out", str(tmp_path / "h")]) == 0
+    assert titles["accuracy"] == "one seed per run"
+
+
+@pytest.mark.parametrize(
+    "cfg,C",
+    [
+        ({"dataset": "digits"}, 10),
+        ({"dataset": "glyphs"}, 47),
+        ({"dataset": "emnist", "extra": {"class_split": {"train": [0, 1], "test": [2]}}}, 47),
+        ({"dataset": "/data/mine.npz", "extra": {"class_split": {"train": [0, 2, 3], "test": [1, 4, 5]}}}, 6),
+        ({"dataset": "/data/mine.npz", "extra": {"class_split": {"train": [0, 2, 3], "test": [1, 4, 5]}},
+          "train_classes": [0, 2, 3], "test_classes": [1, 4, 5]}, None),  # both by hand: maybe not all classes
+        ({"dataset": "/data/mine.npz", "extra": {}}, None),
+        ({}, None),
+    ],
+)
+def test_n_outputs_is_the_dataset_class_count(cfg, C):
+    assert n_outputs(cfg) == C
+
+
+def test_chance_lines_are_1_over_M_and_1_over_C_and_say_which():
+    assert chance_lines([{"M": 5, "dataset": "digits"}]) == [
+        (0.2, ":", "1/M = 0.2: guessing among a task's 5 classes"),
+        (0.1, "-.", "1/C = 0.1: untrained argmax over all 10 outputs")]
+    assert chance_lines([{"M": 5, "dataset": "x.npz"}]) == [(0.2, ":", "1/M = 0.2: guessing among a task's 5 classes")]
+    assert [y for y, *_ in chance_lines([{"M": 5, "dataset": "glyphs"}, {"M": 3, "dataset": "digits"}])] == \
+        pytest.approx([1 / 3, 1 / 5, 1 / 10, 1 / 47])
+    (line,) = chance_lines([{"M": 10, "dataset": "digits"}])  # M = C: one line
+    assert line == (0.1, ":", "1/M = 0.1: guessing among a task's 10 classes; "
+                              "1/C = 0.1: untrained argmax over all 10 outputs")
+    assert chance_lines([{"M": True}, {"M": "5"}, {}]) == []
 
 
 def test_plot_overlays_runs_into_png_and_pdf(tmp_path, capsys):
@@ -216,7 +376,7 @@ def test_nan_moving_average_skips_nan_and_inf_and_huge_values_do_not_leak():
 
 
 def test_labels_chance_and_90_degree_lines_mathtext_and_seed_counts(tmp_path, monkeypatch):
-    """--label per run; a chance line at 1/M on accuracy and a 90° line on alignment; no panel for
+    """--label per run; chance lines at 1/M and 1/C on accuracy and a 90° line on alignment; no panel for
     the output layer's alignment (α_L = 0); mathtext titles; the seeds behind each band in the legend."""
     import plastic_jax.plots as plots
 
@@ -225,7 +385,7 @@ def test_labels_chance_and_90_degree_lines_mathtext_and_seed_counts(tmp_path, mo
     _fake_run(b, seeds=(0,))
     for p in (a, b):
         cfg = json.load(open(os.path.join(p, "config.json")))
-        json.dump({**cfg, "M": 5}, open(os.path.join(p, "config.json"), "w"))
+        json.dump({**cfg, "M": 5, "dataset": "digits"}, open(os.path.join(p, "config.json"), "w"))
     figs = {}
     save = plots._save
 
@@ -238,8 +398,9 @@ def test_labels_chance_and_90_degree_lines_mathtext_and_seed_counts(tmp_path, mo
     monkeypatch.setattr(plots, "_save", keep)
     assert main(["plot", a, b, "--label", "first", "--label", "second", "--out", str(tmp_path / "f")]) == 0
     legend, _, lines, _ = figs["accuracy"][0]
-    assert legend == ["first (n=3 seeds)", "second (n=1 seed)", "chance (1/5)"]
-    assert (0.2, 0.2) in lines
+    assert legend == ["first (n=3 seeds)", "second (n=1 seed)", "1/M = 0.2: guessing among a task's 5 classes",
+                      "1/C = 0.1: untrained argmax over all 10 outputs"]
+    assert (0.2, 0.2) in lines and (0.1, 0.1) in lines
     assert len(figs["alignment"]) == 2  # 3 layers, the output layer's α_3 = 0 is not drawn
     legend, title, lines, ylabel = figs["alignment"][0]
     assert (90.0, 90.0) in lines and ylabel == r"$\alpha_\ell$ (degrees)" and title == r"layer $\ell = 1$"
