@@ -43,3 +43,13 @@ def test_synthetic_data_has_exactly_the_needed_examples():
     ci = synthetic_class_index(25, (16, 8, 7))
     assert ci.x.shape == (5 * (5 + 10), 16)
     assert list(ci.count[:5]) == [15] * 5 and int(ci.count[5:].sum()) == 0
+
+
+def test_the_published_column_never_shows_a_time_this_run_did_not_measure():
+    from plastic_jax.benchmark import _published_cell
+
+    case = {"rule": "bio", "feedback": "fa", "T": 250, "meta_batch": 1, "ms_per_episode": 50.0}
+    assert _published_cell(case) == "not measured (--published-code DIR)"
+    measured = {**case, "published_source": "measured", "published_ms": 1028.0, "speedup_vs_published": 20.6}
+    assert _published_cell(measured) == "1028 ms measured (21×)"
+    assert _published_cell({**case, "T": 100}) == ""
