@@ -14,9 +14,20 @@
 # network 784-170-130-100-70-47, M = 5, K = 50, Q = 10, θ0 = 1e-3, 600 episodes, --max-skips 0
 # (a member is never the reason to stop the others). Wall time and the load average at start and end
 # are appended to RUN_DIR/wall_seconds.txt. CPU=1 pins the runs to core 1 (taskset), leaving core 0.
+#
+# Across sessions: `bash scripts/seeds20_archive.sh save` packs the runs' state (configs, records,
+# checkpoints) into runs-archive/seeds20.tar.gz, committed; `... restore` unpacks it into $RUNS before
+# this script resumes the runs. FREEZE=1 runs them on a frozen copy of the committed package
+# (runs/code-<commit>, first on PYTHONPATH) so that edits to the working tree never reach a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PJ=${PJ:-.venv/bin/plastic-jax}
+if [[ -n ${FREEZE:-} ]]; then
+  rev=$(git rev-parse --short HEAD)
+  [[ -d runs/code-$rev ]] || { mkdir -p "runs/code-$rev" && git archive HEAD plastic_jax | tar -x -C "runs/code-$rev"; }
+  export PYTHONPATH=$PWD/runs/code-$rev
+  echo "# frozen code: runs/code-$rev"
+fi
 RUNS=${RUNS:-runs/seeds20}
 PRESETS=${PRESETS:-robust paper}
 groups=("$@")
