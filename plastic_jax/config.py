@@ -370,7 +370,13 @@ class TrainConfig:
         ``check_types`` / ``validate``."""
         unknown = sorted(set(d) - set(SETTINGS))
         if unknown:
-            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+            import difflib
+
+            hints = []
+            for k in unknown:
+                near = difflib.get_close_matches(str(k).replace("-", "_"), list(SETTINGS), n=1, cutoff=0.6)
+                hints.append(f"{k} (did you mean {near[0].replace('_', '-')}?)" if near else str(k))
+            raise ConfigError(f"unknown config key(s): {', '.join(hints)}")
         d = dict(d)
         for k, v in d.items():
             tp = FIELD_TYPES[k]
@@ -563,17 +569,89 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {n: v for n, v in vars(args).items() if n in SETTINGS}
 
 
+#: the largest config file read (a few settings; a bigger "file" is something else, e.g. /dev/zero)
+CONFIG_FILE_MAX_BYTES = 16 * 2**20
+
+
+def _json_value(name: str, v: Any) -> Any:
+    """A JSON/TOML value of setting ``name`` as ``TrainConfig.from_json`` stores it (a list of an
+    integer-list or number-list setting as a tuple, an integer of a float setting as a float)."""
+    tp = FIELD_TYPES[name]
+    if isinstance(v, list) and _is_tuple(tp):
+        v = tuple(float(x) if _tuple_item(tp) is float and _is_int(x) else x for x in v)
+        return v[0] if len(v) == 1 and float in _alternatives(tp) else v
+    if float in _alternatives(tp) and _is_int(v):
+        return float(v)
+    return v
+
+
+def setting_error(name: str, v: Any) -> str | None:
+    """What is wrong with the value ``v`` of setting ``name`` on its own (type, bound, choices,
+    the setting's check; ``check_settings`` of one setting), or None; ``v`` as ``from_json`` stores it."""
+    tp = FIELD_TYPES[name]
+    if not type_ok(v, tp):
+        return f"{name} ({flag_of(name)}) must be {_type_words(tp)}, got {v!r}"
+    msg = _generic_check(name, v)
+    if msg:
+        return f"{flag_of(name)} {msg}"
+    s = SETTINGS[name]
+    allowed = choices_of(name)
+    if allowed is not None and v not in allowed:
+        return f"unknown {s.noun or flag_of(name)} {v!r}; choose one of {', '.join(allowed)}"
+    if s.check is not None and v is not None:
+        msg = s.check(v)
+        if msg:
+            return f"{flag_of(name)} {msg}"
+    return None
+
+
+def check_file_settings(d: dict[str, Any], where: str) -> None:
+    """Refuse the settings ``d`` read from a file (``where`` names it in the message) when a key is
+    unknown or a value is bad on its own, whatever the command line overrides: a file's bad value
+    is an error in the file even when a flag replaces it."""
+    unknown = {k: v for k, v in d.items() if k not in SETTINGS}
+    if unknown:
+        try:  # from_json's message for them (with its suggestions)
+            TrainConfig.from_json(unknown)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"{where}: unknown config key(s): {', '.join(map(str, sorted(unknown)))}")
+    for name, v in d.items():
+        msg = setting_error(name, _json_value(name, v))
+        if msg:
+            raise ConfigError(f"{where}: {msg}")
+
+
 def load_config_file(path: str) -> dict[str, Any]:
     """The settings in a TOML (``.toml``) or JSON file (anything else) as a dict; keys may use ``-``.
 
-    A run's ``config.json`` is such a file. Keys and types are checked by ``TrainConfig.from_json``
-    and ``validate``.
+    A run's ``config.json`` is such a file. Only a regular file is read (a FIFO or a device such as
+    /dev/zero is refused before it is opened), of at most ``CONFIG_FILE_MAX_BYTES``. Every key and
+    every value is checked on its own (``check_file_settings``) here, so a bad value in the file is
+    refused even when a flag overrides it; the settings together are checked by ``validate``.
     """
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read --config {path!r}: {getattr(e, 'strerror', None) or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"cannot read --config {path!r}: it is a directory; give a TOML or JSON file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"cannot read --config {path!r}: not a regular file (a FIFO, device or socket); "
+                          "give a TOML or JSON file")
+    if st.st_size > CONFIG_FILE_MAX_BYTES:
+        raise ConfigError(f"cannot read --config {path!r}: it is {st.st_size} bytes, more than a config file's "
+                          f"{CONFIG_FILE_MAX_BYTES} (a TOML or JSON table of settings)")
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            raw = f.read(CONFIG_FILE_MAX_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"cannot read --config {path!r}: {e.strerror or e}") from None
+    if len(raw) > CONFIG_FILE_MAX_BYTES:
+        raise ConfigError(f"cannot read --config {path!r}: more than a config file's {CONFIG_FILE_MAX_BYTES} bytes")
     try:
         if path.endswith(".toml"):
             import tomllib
@@ -587,7 +665,9 @@ def load_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"--config {path!r} does not parse: nested too deeply") from None
     if not isinstance(d, dict):
         raise ConfigError(f"--config {path!r} must hold a table of settings, got {type(d).__name__}")
-    return {str(k).replace("-", "_"): v for k, v in d.items()}
+    d = {str(k).replace("-", "_"): v for k, v in d.items()}
+    check_file_settings(d, f"--config {path!r}")
+    return d
 
 
 def default_out(cfg: TrainConfig) -> str:
@@ -710,18 +790,10 @@ def check_settings(cfg: TrainConfig) -> None:
     """The per-setting checks declared with the fields: type, choices, bound (``_generic_check``
     first, then the setting's own)."""
     check_types(cfg)
-    for name, s in SETTINGS.items():
-        v = getattr(cfg, name)
-        msg = _generic_check(name, v)
+    for name in SETTINGS:
+        msg = setting_error(name, getattr(cfg, name))
         if msg:
-            raise ConfigError(f"{flag_of(name)} {msg}")
-        allowed = choices_of(name)
-        if allowed is not None and v not in allowed:
-            raise ConfigError(f"unknown {s.noun or flag_of(name)} {v!r}; choose one of {', '.join(allowed)}")
-        if s.check is not None and v is not None:
-            msg = s.check(v)
-            if msg:
-                raise ConfigError(f"{flag_of(name)} {msg}")
+            raise ConfigError(msg)
 
 
 def validate(cfg: TrainConfig, n_classes: int | None = None, min_class_count: int | None = None,

@@ -37,9 +37,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
 import math
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -58,13 +58,15 @@ from plastic_jax.config import (
     ConfigError,
     TrainConfig,
     add_config_flags,
+    check_settings,
     class_split,
 )
 from plastic_jax.data import build_class_index
 from plastic_jax.data.sampler import ClassIndex
-from plastic_jax.episode import EpisodeSpec, task_loss
+from plastic_jax.episode import EpisodeSpec, run
 from plastic_jax.experiment import build, rule_of
 from plastic_jax.inner import Rule, make_rule
+from plastic_jax.network import forward
 
 #: θ_0 grid for the baselines: 10^(-3 … 0) in half decades
 BASELINE_GRID = (1e-3, 3.16e-3, 1e-2, 3.16e-2, 1e-1, 3.16e-1, 1.0)
@@ -81,13 +83,25 @@ def task_accuracies(thetas: jax.Array, keys: jax.Array, ci: ClassIndex, *, rule:
 
     A task key draws the task and the initial network exactly as in meta-training
     (``episode.task_loss``), so the same keys mean the same tasks for every rule.
+
+    **Non-finite values give NaN, never a plausible accuracy**, called directly or under an outer
+    ``jax.jit``/``vmap`` alike (this function is itself jitted, so Θ's values are never read in
+    Python): the accuracy is NaN on every task of a row of ``thetas`` with a NaN or ±inf entry, and
+    on every task whose adapted network gives a non-finite query output (a huge Θ such as 1e30
+    overflows the episode; ``argmax`` over NaN logits would pick class 0 and score a chance-level
+    number). A diverged row thus stays visible without discarding the other rows of a grid; use
+    ``np.isnan`` (or ``nan_to_num`` to rank a grid) on the result. Shapes are checked at trace time
+    (``checks.PlasticJaxError``).
     """
     if len(thetas.shape) != 2:
         checks.fail("task_accuracies", f"thetas must be 2-D (one Θ per row), got shape {tuple(thetas.shape)}")
     checks.check_episode("task_accuracies", thetas[0], rule, spec, ci)
 
     def one(theta, key):
-        return task_loss(theta, rule, spec, key, ci)[1]
+        out = run(theta, rule, spec, key, ci)
+        logits = forward(out.W, out.task.xq).zs[-1]
+        ok = jnp.all(jnp.isfinite(theta)) & jnp.all(jnp.isfinite(logits))
+        return jnp.where(ok, out.accuracy, jnp.nan)
 
     return jax.vmap(lambda th: jax.vmap(lambda k: one(th, k))(keys))(thetas)
 
@@ -236,6 +250,9 @@ def check_json_out(path: str | None, flag: str = "--json") -> None:
         raise ConfigError(f"{flag} must name a file, got {path!r}")
     if os.path.isdir(path):
         raise ConfigError(f"{flag} {path!r} is a directory; give a file name")
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        # the file is written through a temporary file and os.replace, which would replace the node
+        raise ConfigError(f"{flag} {path!r} is not a regular file (a FIFO, device or socket); give a file name")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         why = "is not a directory" if os.path.exists(parent) else "does not exist"
@@ -267,6 +284,9 @@ def run_config(run_dir: str | None, overrides: dict[str, Any] | None = None) -> 
         cfg = rundir.read_config(run_dir)
     cfg = TrainConfig.from_json({**cfg.to_json(), **(overrides or {})})
     cfg.meta_batch = 1
+    # every setting on its own (type, bound, choices), as meta-train's; before anything builds a rule
+    # from them (``evaluate_run`` reads the run's Θ by the rule's terms before ``build`` validates)
+    check_settings(cfg)
     return cfg
 
 
@@ -524,9 +544,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if lr in (min(t["grid"]), max(t["grid"])):
             print(f"warning: the tuned θ_0 of {name} ({lr:g}) is at the edge of --baseline-grid", file=sys.stderr)
     if args.json:
-        try:
-            with open(args.json, "w") as f:
-                json.dump(res, f, indent=2)
+        from plastic_jax.checkpoint import atomic_write_json
+
+        try:  # through a temporary file and os.replace: an earlier file stays whole when this fails
+            atomic_write_json(args.json, res)
         except OSError as e:
             raise ConfigError(f"cannot write --json {args.json!r}: {e.strerror or e}") from None
     return 0

@@ -218,3 +218,10 @@ def test_swept_settings_parse_as_lists_and_single_values_stay_numbers():
                        ({"l1": ["a"]}, "must be a number or a list of numbers")):
         with pytest.raises(ConfigError, match=words):
             validate(TrainConfig.from_json(bad))
+
+
+def test_a_typo_in_a_config_key_gets_a_suggestion():
+    with pytest.raises(ConfigError, match=r"hiden \(did you mean hidden\?\)"):
+        TrainConfig.from_json({"hiden": [10]})
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\): zzz$"):
+        TrainConfig.from_json({"zzz": 1})
