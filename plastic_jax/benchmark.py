@@ -468,11 +468,11 @@ def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
                   f"torch {published.get('torch')}, {c.get('threads')} thread(s), measured in this run")
     print(markdown_table(recs))
     if args.json:
+        from plastic_jax.checkpoint import atomic_write_json
         from plastic_jax.config import ConfigError
 
-        try:
-            with open(args.json, "w") as f:
-                json.dump(recs, f, indent=1)
+        try:  # through a temporary file: a failed write leaves an earlier file as it was
+            atomic_write_json(args.json, recs)
         except OSError as e:
             raise ConfigError(f"cannot write --json {args.json!r}: {e.strerror or e}") from None
     return recs

@@ -53,3 +53,18 @@ def test_the_published_column_never_shows_a_time_this_run_did_not_measure():
     measured = {**case, "published_source": "measured", "published_ms": 1028.0, "speedup_vs_published": 20.6}
     assert _published_cell(measured) == "1028 ms measured (21×)"
     assert _published_cell({**case, "T": 100}) == ""
+
+
+def test_benchmark_json_goes_through_a_write_that_leaves_the_earlier_file_whole(tmp_path, monkeypatch):
+    from plastic_jax import checkpoint
+
+    path = tmp_path / "bench.json"
+    path.write_text('[{"earlier": 1}]')
+
+    def fail(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "replace", fail)
+    with pytest.raises(OSError):
+        checkpoint.atomic_write_json(str(path), [{"rule": "bio"}])
+    assert path.read_text() == '[{"earlier": 1}]'

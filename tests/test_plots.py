@@ -525,3 +525,29 @@ def test_an_older_run_resumed_with_member_keys_is_one_run(tmp_path):
                             "meta_loss": 0.1, "theta": {"F0": 0.0, "F2": 0.0}}) + "\n")
     (r,) = load_runs(p)
     assert r.label == "ehebb+fa" and r.accuracy.shape == (1, 5) and r.accuracy[0, 4] == 0.9
+
+
+def test_a_failed_figure_write_leaves_the_earlier_figure_whole(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from plastic_jax import plots
+
+    out = str(tmp_path)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    plots._save(fig, out, "accuracy")
+    before = {e: open(os.path.join(out, f"accuracy.{e}"), "rb").read() for e in ("png", "pdf")}
+
+    def half_then_fail(self, f, **kw):  # a disk that fills up mid-write
+        f.write(b"\x89PNG partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(fig), "savefig", half_then_fail)
+    with pytest.raises(OSError):
+        plots._save(fig, out, "accuracy")
+    assert {e: open(os.path.join(out, f"accuracy.{e}"), "rb").read() for e in ("png", "pdf")} == before
+    assert sorted(os.listdir(out)) == ["accuracy.pdf", "accuracy.png"]  # no temporary file left
+    plt.close(fig)
