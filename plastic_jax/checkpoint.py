@@ -13,18 +13,38 @@ steps newest first and returns the first that reads back, matches its digest and
 the newer steps that failed are then moved to ``RUN_DIR/checkpoints_bad/`` with the reason
 printed. When no step is usable nothing is moved and ``CheckpointError`` says why, per step.
 
-A damaged step can make orbax's reads fail while others are still in flight; tensorstore then
-reports their completion to an event loop that orbax has closed, which printed
-"RuntimeError: Event loop is closed" tracebacks although the outcome was right
-(``_quiet_closed_loops`` drops those late callbacks instead).
+Steps newer than the one restored (damaged, or beyond the complete records of metrics.jsonl, as
+after a kill that tore the last line) are set aside too, so that the episodes run again can be
+checkpointed under the same step numbers. ``<directory>_bad/<n>`` never replaces a copy set aside
+before: a second one is ``<n>.1``, ``<n>.2``, ...
+
+**Whose checkpoint.** A ``Checkpointer`` of a run with an id (``run_id``, config.json's
+``extra["run_id"]``) writes it into each step's meta and refuses a step that names another run
+(copied from elsewhere): such a step is unusable, like a damaged one. Steps without an id (written
+before ids existed) stay usable.
+
+**Failures are one line.** A damaged step can make orbax's reads fail while others are still in
+flight; tensorstore then reports their completion to an event loop that orbax has closed, which
+printed "RuntimeError: Event loop is closed" tracebacks although the outcome was right
+(``_quiet_closed_loops`` drops those late callbacks instead). A failed save (disk full, no inodes,
+a path too long) made orbax's worker threads log their tracebacks through absl; ``save`` mutes
+that logger while it writes (and, after a failure, for the rest of the process: those threads may
+report it later still), removes the half-written temporary folder (again at ``close``, and any
+left over when a ``Checkpointer`` opens the directory: tensorstore may still write into it after
+a failure) and raises ``CheckpointWriteError``, an ``OSError`` whose ``strerror`` is the system's
+reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -36,6 +56,44 @@ import numpy as np
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint, or a state that must not be written (non-finite)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (disk full, no inodes, permissions, a path too long):
+    ``strerror`` is the reason in a few words, ``filename`` the step's folder."""
+
+
+def _os_error_of(e: BaseException, path: str) -> CheckpointWriteError:
+    """``e`` (from orbax or tensorstore, in any of their types) as a one-line ``OSError``: the
+    errno the message carries (``[Errno 28]``, ``os_error_code='28'``) with its system text, else
+    the message's first line, shortened."""
+    if isinstance(e, OSError) and e.errno:
+        return CheckpointWriteError(e.errno, e.strerror or os.strerror(e.errno), path)
+    text = str(e)
+    m = re.search(r"\[Errno (\d+)\]|os_error_code='?(\d+)", text)
+    if m:
+        code = int(m.group(1) or m.group(2))
+        return CheckpointWriteError(code, os.strerror(code), path)
+    for code, words in ((errno.ENOSPC, "No space left"), (errno.ENAMETOOLONG, "name too long"),
+                        (errno.EACCES, "Permission denied"), (errno.EROFS, "Read-only file system")):
+        if words in text:
+            return CheckpointWriteError(code, os.strerror(code), path)
+    line = " ".join(text.split()) or type(e).__name__
+    return CheckpointWriteError(errno.EIO, line if len(line) <= 200 else line[:200] + "…", path)
+
+
+_ABSL = logging.getLogger("absl")
+
+
+@contextlib.contextmanager
+def _muted() -> Iterator[None]:
+    """Orbax's absl logging off inside (its worker threads log a failed write with a traceback)."""
+    was = _ABSL.disabled
+    _ABSL.disabled = True
+    try:
+        yield
+    finally:
+        _ABSL.disabled = was
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -106,6 +164,9 @@ def state_digest(tree: Any) -> str:
 class Restored(NamedTuple):
     episode: int  # completed episodes: the next episode to run
     state: Any  # the restored pytree (NumPy leaves), same structure as the target
+    #: the steps newer than ``episode`` and why each is not used: set aside by ``restore_latest``
+    #: (or, with ``set_aside=False``, by the caller through ``Checkpointer.set_aside``)
+    newer: tuple[tuple[int, str], ...] = ()
 
 
 @contextlib.contextmanager
@@ -151,11 +212,15 @@ class Checkpointer:
     Saving is synchronous (the state is a few hundred bytes per seed).
     """
 
-    def __init__(self, directory: str, keep: int = 2):
+    def __init__(self, directory: str, keep: int = 2, run_id: str | None = None):
         self.directory = directory
         self.keep = keep
+        self.run_id = run_id
+        self._failed: set[int] = set()  # steps whose save failed (their temporary folders go at close)
         _quiet_closed_loops()
         self._mgr = _manager(directory, keep)
+        for path in glob.glob(os.path.join(glob.escape(directory), "*.orbax-checkpoint-tmp*")):
+            shutil.rmtree(path, ignore_errors=True)  # what a failed or killed save left (the run is locked)
 
     def steps(self) -> list[int]:
         with _own_process():
@@ -169,19 +234,37 @@ class Checkpointer:
         if not all_finite(state):
             raise CheckpointError(f"refusing to checkpoint a non-finite state at episode {episode}")
         meta = {"episode": int(episode), "digest": state_digest(state)}
-        with _own_process():
-            self._mgr.save(
-                int(episode),
-                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-                force=True,
-            )
-            self._mgr.wait_until_finished()
+        if self.run_id is not None:
+            meta["run_id"] = self.run_id
+        self._remove_temporary(episode)  # a save killed earlier left it; orbax would trip over it
+        try:
+            with _muted(), _own_process():
+                self._mgr.save(
+                    int(episode),
+                    args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                    force=True,
+                )
+                self._mgr.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - orbax and tensorstore fail in many types
+            _ABSL.disabled = True  # its worker threads may still log the failure, even after close
+            with contextlib.suppress(Exception), _own_process():
+                self._mgr.wait_until_finished()
+            self._remove_temporary(episode)
+            self._failed.add(int(episode))  # tensorstore may still write into it: removed again by close
+            raise _os_error_of(e, os.path.join(self.directory, str(episode))) from None
+
+    def _remove_temporary(self, step: int) -> None:
+        """Remove what an unfinished save of ``step`` left (orbax's ``<step>.orbax-checkpoint-tmp*``)."""
+        for path in glob.glob(os.path.join(glob.escape(self.directory), f"{int(step)}.orbax-checkpoint-tmp*")):
+            shutil.rmtree(path, ignore_errors=True)
 
     def _read(self, step: int, target: Any, legacy: Any = None) -> Any:
         """The state of ``step`` in ``target``'s structure; ``legacy``: ``(old_target, convert)``
         for a checkpoint written in an older structure (tried when ``target``'s does not match)."""
         try:
             return self._read_as(step, target)
+        except _ForeignCheckpoint:
+            raise
         except Exception:
             if legacy is None:
                 raise
@@ -203,6 +286,12 @@ class Checkpointer:
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
             )
         meta, state = got["meta"], got["state"]
+        if not isinstance(meta, dict):
+            raise CheckpointError("its meta is not a table")
+        rid = meta.get("run_id")
+        if rid is not None and self.run_id is not None and rid != self.run_id:
+            raise _ForeignCheckpoint(f"written by another run (run id {str(rid)[:12]}, this run's {self.run_id[:12]}): "
+                                     "copied from elsewhere")
         state = jax.tree.map(np.asarray, state)
         if jax.tree.structure(state) != jax.tree.structure(target):
             raise CheckpointError("state structure differs from this run's")
@@ -217,13 +306,15 @@ class Checkpointer:
             raise CheckpointError("non-finite values")
         return state
 
-    def restore_latest(self, target: Any, max_episode: int | None = None, legacy: Any = None) -> Restored | None:
+    def restore_latest(self, target: Any, max_episode: int | None = None, legacy: Any = None,
+                       set_aside: bool = True) -> Restored | None:
         """The newest step that reads back intact (at most ``max_episode``), or None if there is none.
 
         ``legacy``: ``(old_target, convert)``, how to read a checkpoint of an older state structure.
-        The damaged steps newer than the one returned are moved aside to ``<directory>_bad/``,
-        each with a one-line note on stderr. Raises ``CheckpointError`` when steps exist but none
-        is usable, and then moves nothing.
+        The steps newer than the one returned (damaged, of another run, or beyond ``max_episode``)
+        are moved aside to ``<directory>_bad/``, each with a one-line note on stderr
+        (``set_aside=False``: they are only listed in ``Restored.newer``, for ``set_aside``).
+        Raises ``CheckpointError`` when steps exist but none is usable, and then moves nothing.
         """
         steps = self.steps()
         if not steps:
@@ -231,7 +322,9 @@ class Checkpointer:
         reasons, damaged = [], []
         for step in reversed(steps):
             if max_episode is not None and step > max_episode:
-                reasons.append(f"step {step}: beyond the {max_episode} complete episode(s) of metrics.jsonl")
+                why = f"beyond the {max_episode} complete episode(s) of metrics.jsonl"
+                reasons.append(f"step {step}: {why}")
+                damaged.append((step, why))
                 continue
             try:
                 state = self._read(step, target, legacy)
@@ -241,25 +334,44 @@ class Checkpointer:
                 reasons.append(f"step {step}: {msg}")
                 damaged.append((step, msg))
                 continue
-            for bad, msg in damaged:
-                self._quarantine(bad, msg)
-            return Restored(step, state)
+            restored = Restored(step, state, tuple(damaged))
+            if set_aside:
+                self.set_aside(restored.newer)
+            return restored
         raise CheckpointError(
             f"no usable checkpoint in {self.directory} ({'; '.join(reasons)}); nothing was changed")
+
+    def set_aside(self, steps: Any) -> None:
+        """Move each ``(step, why)`` of ``steps`` to ``<directory>_bad/`` (``Restored.newer``)."""
+        for step, why in steps:
+            self._quarantine(step, why)
 
     def _quarantine(self, step: int, why: str) -> None:
         bad = self.directory.rstrip("/") + "_bad"
         os.makedirs(bad, exist_ok=True)
         src = os.path.join(self.directory, str(step))
         dst = os.path.join(bad, str(step))
-        if os.path.exists(dst):
-            shutil.rmtree(dst)
+        n = 0
+        while os.path.lexists(dst):  # set aside before (an earlier resume): keep that one too
+            n += 1
+            dst = os.path.join(bad, f"{step}.{n}")
         if os.path.exists(src):
             shutil.move(src, dst)
-        print(f"checkpoint {src} is unusable ({why}); moved to {dst}, falling back", file=sys.stderr)
+        what = "is not used" if why.startswith("beyond") else "is unusable"
+        print(f"checkpoint {src} {what} ({why}); moved to {dst}, falling back", file=sys.stderr)
         with _own_process():
             self._mgr.reload()
 
     def close(self) -> None:
-        with _own_process():
-            self._mgr.close()
+        try:
+            with _muted(), _own_process():
+                self._mgr.close()
+        finally:
+            for step in self._failed:
+                self._remove_temporary(step)
+            # after a failed save orbax's logging stays off: its worker threads may report the
+            # failure even after close, when the one line has been printed
+
+
+class _ForeignCheckpoint(CheckpointError):
+    """A step whose meta names another run (not retried in the legacy structure)."""

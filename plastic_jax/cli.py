@@ -196,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 2
     name = f"plastic-jax {args.command}"
+    if args.command in ("meta-train", "evaluate"):
+        from plastic_jax.cache import enable_compilation_cache
+
+        enable_compilation_cache()  # the second run of a command skips XLA compilation (plastic_jax/cache.py)
     try:
         return args.run(args)
     except ConfigError as e:

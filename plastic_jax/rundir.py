@@ -2,7 +2,9 @@
 back a run. Training (``train.py``), ``evaluate``, ``plots`` and ``scripts/reproduce.py`` read
 runs only through it.
 
-    RUN_DIR/config.json      every setting (``TrainConfig.to_json``), written atomically
+    RUN_DIR/config.json      every setting (``TrainConfig.to_json``), written atomically; its
+                             ``extra`` also records the run's id (``run_id``) and what it
+                             depends on (``fingerprint``: the dataset's arrays and class split)
     RUN_DIR/metrics.jsonl    one JSON object per (episode, seed), appended and flushed every
                              episode, fsynced before each checkpoint
     RUN_DIR/summary.json     the summary, written atomically at the end (or when the guard stops)
@@ -10,26 +12,50 @@ runs only through it.
     RUN_DIR/metrics_cut.jsonl  records a resume cut from metrics.jsonl (it runs those episodes again)
     RUN_DIR/.lock            while a process writes the run: {"pid", "host", "boot_id", "started"}
 
+**Paths.** ``--out`` is checked first (``check_out_path``): no control character (a newline would
+split the one-line messages that name it), valid UTF-8 as an absolute path (orbax and tensorstore
+cannot write under other bytes) and short enough that the deepest checkpoint file stays within
+the system's PATH_MAX.
+
 **Order.** ``open_run`` only checks until everything that can be checked has passed (the caller
-has validated the settings, the dataset and the devices before calling it): a new run refuses a
-directory holding another run's metrics or checkpoints unless ``overwrite``; a resume refuses a
-changed setting. Then it takes the lock, and only then deletes (``overwrite``) or writes anything.
-A new run that fails before its first record removes what it wrote (config.json, an empty
-metrics.jsonl) and leaves the directory as it found it.
+has validated the settings, the dataset and the devices before calling it): a live writer of the
+directory is named first; a new run refuses a directory holding another run's metrics or
+checkpoints unless ``overwrite``; a resume refuses a changed setting, other data (``fingerprint``)
+and a run file that is a directory or a symbolic link where a file is expected (or the reverse).
+Then it takes the lock, and only then deletes (``overwrite``) or writes anything. A new run that
+fails or is interrupted before its first record removes everything it created (config.json, an
+empty metrics.jsonl, the lock file, the directories it made, parents included).
+
+**What a run depends on.** Its settings (config.json) and its data: ``meta_train`` records
+``extra["fingerprint"]`` (``data_fingerprint``: a sha256 of the dataset's arrays x and y as
+loaded, their shapes, and the resolved class split). A resume whose data differ is refused naming
+what changed; a run written before fingerprints has none to compare and records it from then on.
+config.json must name every setting: one it lacks is an error naming the file and the key, unless
+the setting was added after old runs were written (``config.LEGACY``; ``PREDATED``).
 
 **Nothing is lost.** A new run refuses a directory holding any file of another run (config.json,
 metrics.jsonl, summary.json, checkpoints) unless ``overwrite``. A resume restores the newest
-usable checkpoint and cuts metrics.jsonl back to it; the records it cuts (episodes it runs again)
-are appended to metrics_cut.jsonl first. A resume whose checkpoints are all damaged changes
+usable checkpoint and cuts metrics.jsonl back to it; the records it cuts (episodes it runs again,
+and a record repeated for the same episode and member but the last) are appended to
+metrics_cut.jsonl first. Checkpoints newer than the one restored (damaged, of another run, or
+beyond the complete records, e.g. after a torn last line) are moved to checkpoints_bad/, so the
+episodes run again are checkpointed as before. A checkpoint is this run's when its meta names the
+run's id (``extra["run_id"]``, made when the run is created) or no id (older runs); one copied
+from another run is unusable. A resume whose checkpoints are all damaged changes
 nothing and says so (one line); one whose checkpoints were all moved to checkpoints_bad/ by an
 earlier resume is refused, naming the ``--overwrite`` command that restarts the run deliberately.
 An I/O error while writing (disk full) stops the run with one line; the records and checkpoints
 written before stay readable and ``--resume`` continues.
 
-**Lock.** ``RunLock`` holds an exclusive ``flock`` on ``RUN_DIR/.lock`` for as long as the run is
-open; the kernel drops it when the process dies, so a lock whose ``flock`` is free is stale and is
-taken over when it names this host. A live holder, or a free lock naming another host (whose
-process this host cannot check), refuses the second writer with one line naming pid and host.
+**Lock.** ``RunLock`` holds an exclusive ``flock`` on ``RUN_DIR/.lock`` and on the directory
+itself for as long as the run is open; the kernel drops them when the process dies, so a lock
+whose ``flock`` is free is stale and is taken over when it names this host. A live holder, or a
+free lock naming another host (whose process this host cannot check), refuses the second writer
+(new run, overwrite or resume) with one line naming pid and host. ``.lock`` is opened with
+``O_NOFOLLOW``: a symbolic link there is refused, never written through. The directory's
+``flock`` keeps a second writer out even when ``.lock`` was deleted; and the writer checks before
+every append, checkpoint and summary that ``.lock`` is still its own file, and stops with one line
+when it was removed or replaced.
 
 **Reading back.** Every file is parsed defensively: a problem is a ``RunDirError`` (a
 ``ConfigError``: one line, exit code 2) naming the file. A torn last line of metrics.jsonl (a run
@@ -43,23 +69,48 @@ write a non-finite number as ``null`` (``record_line``). The reader accepts both
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import math
 import os
 import re
+import shlex
 import shutil
 import socket
+import stat
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from plastic_jax.config import EPISODES_MAX, RESUME_MAY_CHANGE, SEED_MAX, ConfigError, TrainConfig, flag_of
+from plastic_jax.config import (
+    EPISODES_MAX,
+    LEGACY,
+    RESUME_MAY_CHANGE,
+    SEED_MAX,
+    SETTINGS,
+    ConfigError,
+    TrainConfig,
+    flag_of,
+)
 
 CONFIG, METRICS, SUMMARY, CHECKPOINTS, LOCK = "config.json", "metrics.jsonl", "summary.json", "checkpoints", ".lock"
 CHECKPOINTS_BAD, METRICS_CUT = CHECKPOINTS + "_bad", "metrics_cut.jsonl"
+#: where ``--tensorboard`` writes (``plastic_jax.tensorboard.DIR``)
+TENSORBOARD = "tensorboard"
 #: what a run writes (besides the lock): a new run refuses a directory holding any of them
 RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINTS, CHECKPOINTS_BAD, METRICS_CUT)
+#: the run files that are files (the others, checkpoints and checkpoints_bad, are directories)
+FILE_NAMES = (CONFIG, METRICS, SUMMARY, METRICS_CUT)
+#: settings a run's config.json may lack: those added after old runs were written, with the value
+#: those runs had (``config.LEGACY``), and --meta-clip, added without declaring one (runs before
+#: it did not clip: 0)
+PREDATED: dict[str, Any] = {"meta_clip": 0.0, **LEGACY}
+#: bytes a run needs below RUN_DIR for its deepest path (orbax's temporary checkpoint folders:
+#: checkpoints/<step>.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/d/<32 hex>)
+PATH_RESERVE = 256
 #: number fields of a record (null: not finite) and lists of numbers
 NUMBER_FIELDS, NUMBER_LISTS = ("meta_loss", "query_loss", "accuracy"), ("alignment", "orthonormality")
 #: the terms of ``plastic`` feedback's Θ^B in Θ's order (``feedback.PLASTIC_B_TERMS``; spelled out
@@ -96,8 +147,21 @@ def _first_line(e: BaseException) -> str:
 # --------------------------------------------------------------------------- reading back
 
 
+def _refuse_special(path: str) -> None:
+    """``RunDirError`` when ``path`` is a FIFO, a device or a socket (reading it would block or never
+    end: a planted ``mkfifo``, a link to /dev/zero); a directory is left to ``open`` to refuse."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise RunDirError(f"cannot read {path}: not a regular file (a FIFO, device or socket); a run's files are "
+                          "plain files")
+
+
 def read_json(path: str) -> Any:
     """The JSON value in ``path``; ``RunDirError`` naming the file when it cannot be read or parsed."""
+    _refuse_special(path)
     try:
         with open(path, "rb") as f:
             return json.loads(f.read())
@@ -173,16 +237,68 @@ def read_config_dict(run_dir: str) -> dict[str, Any]:
 
 def read_config(run_dir: str) -> TrainConfig:
     """The ``TrainConfig`` of the run in ``run_dir``; settings its config.json predates take the
-    values the run had (``config.LEGACY``)."""
+    values the run had (``config.LEGACY``, ``PREDATED``). Any other setting it lacks is a
+    ``RunDirError`` naming the file and the key: today's default would silently change the run."""
     from plastic_jax.config import check_settings
 
     d = read_config_dict(run_dir)
+    path = os.path.join(run_dir, CONFIG)
     try:
-        cfg = TrainConfig.from_run_json(d)
+        cfg = TrainConfig.from_json({**PREDATED, **d})
         check_settings(cfg)
-        return cfg
     except (ConfigError, TypeError) as e:
-        raise RunDirError(f"{os.path.join(run_dir, CONFIG)}: {_first_line(e)}") from None
+        raise RunDirError(f"{path}: {_first_line(e)}") from None
+    missing = [k for k in SETTINGS if k not in d and k not in PREDATED]
+    if missing:
+        raise RunDirError(f"{path} lacks the setting {missing[0]!r} ({flag_of(missing[0])})"
+                          + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                          + "; a run's config.json names every setting: restore it (the file was edited or damaged)")
+    return cfg
+
+
+# --------------------------------------------------------------------------- what a run depends on
+
+
+def data_fingerprint(data: Any, cfg: TrainConfig) -> dict[str, Any]:
+    """What the run's episodes depend on besides its settings: a sha256 of the dataset's arrays x
+    and y as loaded (dtype, shape, bytes), their shapes, and the resolved class split."""
+    import numpy as np
+
+    from plastic_jax.config import class_split
+
+    h = hashlib.sha256()
+    shapes = {}
+    for name in ("x", "y"):
+        a = np.ascontiguousarray(np.asarray(getattr(data, name)))
+        h.update(f"{name}:{a.dtype.str}{a.shape};".encode())
+        h.update(memoryview(a).cast("B"))
+        shapes[name] = list(a.shape)
+    train, test = class_split(cfg, data.n_classes)
+    return {"data_sha256": h.hexdigest(), **shapes, "train_classes": [int(c) for c in train],
+            "test_classes": None if test is None else [int(c) for c in test]}
+
+
+def record_fingerprint(cfg: TrainConfig, data: Any) -> None:
+    """Put ``data_fingerprint`` into ``cfg.extra["fingerprint"]`` (written with config.json; a
+    resume compares it with the run's, ``check_resume``)."""
+    cfg.extra["fingerprint"] = data_fingerprint(data, cfg)
+
+
+def _fingerprint_change(old: Any, new: dict[str, Any]) -> str | None:
+    """What differs between the run's recorded fingerprint ``old`` and today's ``new`` (None: the same)."""
+    if not isinstance(old, dict):
+        return "its recorded data fingerprint is not a table"
+    for name in ("x", "y"):
+        if old.get(name) != new[name]:
+            return (f"the dataset's {name} has shape {tuple(old.get(name) or ())} in the run but "
+                    f"{tuple(new[name])} now")
+    for name in ("train_classes", "test_classes"):
+        if old.get(name) != new[name]:
+            return f"the class split differs: {name} {old.get(name)} in the run, {new[name]} now"
+    if old.get("data_sha256") != new["data_sha256"]:
+        return ("the dataset's contents differ from the run's (same shapes: rows edited, replaced or "
+                "reordered)")
+    return None
 
 
 def read_summary(run_dir: str) -> dict[str, Any] | None:
@@ -206,6 +322,7 @@ def read_records(run_dir: str) -> list[dict[str, Any]]:
     path = os.path.join(run_dir, METRICS)
     if not os.path.exists(path):
         return []
+    _refuse_special(path)
     try:
         with open(path, "rb") as f:
             lines = f.read().split(b"\n")
@@ -294,6 +411,42 @@ def _present(path: str) -> bool:
     return os.path.lexists(path)
 
 
+def check_out_path(out: str) -> None:
+    """Refuse a run directory whose path the run could not use or name: a control character (a
+    newline would split the one-line messages naming it), bytes that are not UTF-8 (orbax cannot
+    write checkpoints under them), or a path so long that the deepest checkpoint file would pass
+    the system's PATH_MAX (``PATH_RESERVE`` bytes below RUN_DIR). Writes nothing."""
+    bad = next((c for c in out if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise RunDirError(f"--out {out!r} holds the control character {bad!r}; choose a path without one")
+    try:
+        full = os.path.abspath(out)
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"cannot use --out {out!r}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        full.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(full)
+        raise RunDirError(f"--out {os.fsdecode(shown)!r} is not valid UTF-8 (as an absolute path; checkpoints "
+                          "cannot be written under it); choose a UTF-8 path") from None
+    limit = _path_max(full)
+    n = len(os.fsencode(full))
+    if n + PATH_RESERVE > limit:
+        raise RunDirError(f"--out is too long: {n} bytes as an absolute path, and a run's checkpoint files need "
+                          f"{PATH_RESERVE} more, beyond the system's limit of {limit} (PATH_MAX); choose a shorter "
+                          "path")
+
+
+def _path_max(path: str) -> int:
+    d = path
+    while d and not os.path.isdir(d):
+        d = os.path.dirname(d)
+    try:
+        return int(os.pathconf(d or "/", "PC_PATH_MAX"))
+    except (OSError, ValueError):
+        return 4096
+
+
 def check_new(out: str, overwrite: bool) -> None:
     """Refuse to start a new run in ``out`` over another run's files (``RUN_FILES``), unless
     ``overwrite``. Writes nothing."""
@@ -301,9 +454,9 @@ def check_new(out: str, overwrite: bool) -> None:
         raise RunDirError(f"--out {out!r} is a file, not a directory; choose another --out")
     if overwrite:
         return
-    if os.path.exists(os.path.join(out, METRICS)):
-        raise RunDirError(f"--out {out!r} already holds a run ({METRICS}); choose another directory "
-                          "or pass --overwrite")
+    if os.path.lexists(os.path.join(out, METRICS)):
+        raise RunDirError(f"--out {out!r} already holds a run ({METRICS}); continue it with plastic-jax meta-train "
+                          f"--resume {shlex.quote(out)}, choose another directory, or pass --overwrite (deletes it)")
     ckpt = os.path.join(out, CHECKPOINTS)
     if _present(ckpt):
         raise RunDirError(f"--out {out!r} holds checkpoints of an earlier run; pass --resume or --overwrite")
@@ -313,8 +466,31 @@ def check_new(out: str, overwrite: bool) -> None:
                           "directory, --resume it, or pass --overwrite")
 
 
-def check_resume(cfg: TrainConfig) -> None:
-    """Refuse ``--resume`` when ``cfg`` changes a setting of the run in ``cfg.out`` that shapes it."""
+def check_run_files(run_dir: str) -> None:
+    """Refuse a run whose files are not what they must be: a directory or a symbolic link where a
+    file is expected (config.json, metrics.jsonl, summary.json, metrics_cut.jsonl: a link would
+    have the run write into another file), a file where a directory is (checkpoints,
+    checkpoints_bad). Found before anything runs, not after the episodes."""
+    for name in FILE_NAMES:
+        path = os.path.join(run_dir, name)
+        if os.path.islink(path):
+            raise RunDirError(f"{path} is a symbolic link (to {os.readlink(path)!r}); a run writes its own files: "
+                              "replace it with a copy of the file")
+        if os.path.isdir(path):
+            raise RunDirError(f"cannot read {path}: it is a directory; move it away")
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise RunDirError(f"cannot read {path}: not a regular file (a FIFO, device or socket); move it away")
+    for name in (CHECKPOINTS, CHECKPOINTS_BAD):
+        path = os.path.join(run_dir, name)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise RunDirError(f"{path} is a file, not a checkpoint directory; move it away")
+
+
+def check_resume(cfg: TrainConfig) -> TrainConfig:
+    """Refuse ``--resume`` when ``cfg`` changes a setting of the run in ``cfg.out`` that shapes it,
+    or its data (``cfg.extra["fingerprint"]`` against the run's), or a run file is not what it
+    must be (``check_run_files``). Returns the run's saved config."""
+    check_run_files(cfg.out)
     saved = read_config(cfg.out)
     path = os.path.join(cfg.out, CONFIG)
     now = cfg.to_json()
@@ -323,6 +499,13 @@ def check_resume(cfg: TrainConfig) -> None:
             may = ", ".join(n for n in RESUME_MAY_CHANGE if n not in ("out", "extra"))
             raise RunDirError(f"--resume: {name} is {old!r} in {path} but {now[name]!r} now "
                               f"({flag_of(name)}); only {may} may change on resume")
+    old_fp, new_fp = saved.extra.get("fingerprint"), cfg.extra.get("fingerprint")
+    if old_fp is not None and new_fp is not None:
+        what = _fingerprint_change(old_fp, new_fp)
+        if what:
+            raise RunDirError(f"--resume: {what} (dataset {cfg.dataset!r}; the run's fingerprint is in {path}); "
+                              "resume with the data the run was trained on")
+    return saved
 
 
 # --------------------------------------------------------------------------- the lock
@@ -337,14 +520,21 @@ def _boot_id() -> str | None:
 
 
 class RunLock:
-    """An exclusive lock on a run directory (see the module docstring); a context manager."""
+    """An exclusive lock on a run directory (see the module docstring); a context manager.
+
+    Two ``flock``s: on ``RUN_DIR/.lock`` (which names the holder: pid, host) and on the directory
+    itself (which still keeps a second writer out when ``.lock`` was deleted). ``still_held``: is
+    ``.lock`` still this lock's file (not removed or replaced)?
+    """
 
     def __init__(self, run_dir: str):
         self.run_dir = run_dir
         self.path = os.path.join(run_dir, LOCK)
         self._fd: int | None = None
+        self._dir_fd: int | None = None
 
-    def _holder(self, fd: int) -> dict[str, Any]:
+    @staticmethod
+    def _read_holder(fd: int) -> dict[str, Any]:
         try:
             os.lseek(fd, 0, os.SEEK_SET)
             d = json.loads(os.read(fd, 4096) or b"{}")
@@ -352,53 +542,151 @@ class RunLock:
         except (OSError, ValueError):
             return {}
 
+    def holder(self) -> dict[str, Any]:
+        """What ``.lock`` says (pid, host, ...); {} when there is none or it cannot be read."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return {}
+        try:
+            return self._read_holder(fd) if os.path.isfile(self.path) else {}
+        finally:
+            os.close(fd)
+
     def _refuse(self, holder: dict[str, Any], why: str) -> RunDirError:
-        who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+        if holder:
+            who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+        else:
+            who = f"another process (its lock file {self.path} was removed)"
         return RunDirError(f"{self.run_dir!r} is {why} by {who} (lock file {self.path}); run one writer at a time"
                            + ("" if why == "being written" else ", or delete the lock file if that process is gone"))
 
+    def _refuse_link(self) -> RunDirError:
+        return RunDirError(f"{self.path} is a symbolic link (to {os.readlink(self.path)!r}), not a lock file; a run "
+                           "never writes through it: remove it")
+
+    def live_holder(self) -> dict[str, Any] | None:
+        """The holder of a lock that a live process holds now (``flock`` taken), else None; takes
+        nothing (a free lock is let go at once)."""
+        import fcntl
+
+        for path, flags in ((self.run_dir, os.O_RDONLY | os.O_DIRECTORY), (self.path, os.O_RDONLY | os.O_NOFOLLOW)):
+            try:
+                fd = os.open(path, flags | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return self.holder()
+            except OSError:  # no flock here (e.g. a directory on NFS): nothing to learn from it
+                pass
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        return None
+
     def acquire(self) -> RunLock:
-        """Take the lock, or raise ``RunDirError`` naming its holder."""
+        """Take the lock, or raise ``RunDirError`` naming its holder. When taking it fails midway
+        (disk full, interrupted), the lock file it created is removed again."""
         import fcntl
 
         host = socket.gethostname()
+        dir_fd: int | None = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._refuse(self.holder(), "being written") from None
+            except OSError:  # a file system without flock on directories (NFS): .lock alone
+                os.close(dir_fd)
+                dir_fd = None
+            while True:
+                fd, created = self._open()
+                locked = False
+                try:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        raise self._refuse(self._read_holder(fd), "being written") from None
+                    locked = True
+                    if not self._same(fd):  # released and removed between our open and flock: again
+                        os.close(fd)
+                        fd = None
+                        continue
+                    holder = self._read_holder(fd)
+                    if holder and holder.get("host") != host:
+                        raise self._refuse(holder, "locked")
+                    if holder and holder.get("pid") != os.getpid():
+                        print(f"taking over the stale lock of pid {holder.get('pid')} in {self.path}", file=sys.stderr)
+                    me = {"pid": os.getpid(), "host": host, "boot_id": _boot_id(), "started": time.time()}
+                    os.ftruncate(fd, 0)
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    os.write(fd, (json.dumps(me) + "\n").encode())
+                    os.fsync(fd)
+                except BaseException:
+                    if fd is not None:
+                        if created and locked and self._same(fd):
+                            with contextlib.suppress(OSError):
+                                os.remove(self.path)
+                        os.close(fd)
+                    raise
+                self._fd, self._dir_fd = fd, dir_fd
+                return self
+        except BaseException:
+            if dir_fd is not None and self._dir_fd != dir_fd:
+                os.close(dir_fd)
+            raise
+
+    def _open(self) -> tuple[int, bool]:
+        """``.lock`` opened for writing, never through a symbolic link: (fd, created by this call)."""
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = self._holder(fd)
-                os.close(fd)
-                raise self._refuse(holder, "being written") from None
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), True
+            except FileExistsError:
+                pass
             try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
             except FileNotFoundError:
-                same = False
-            if not same:  # released and removed between our open and flock: try again
+                continue  # removed in between: create it
+            except OSError as e:
+                if e.errno == errno.ELOOP or os.path.islink(self.path):
+                    raise self._refuse_link() from None
+                if e.errno != errno.EISDIR:
+                    raise
+                fd = None
+            if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd, False
+            if fd is not None:
                 os.close(fd)
-                continue
-            holder = self._holder(fd)
-            if holder and holder.get("host") != host:
-                os.close(fd)
-                raise self._refuse(holder, "locked")
-            if holder and holder.get("pid") != os.getpid():
-                print(f"taking over the stale lock of pid {holder.get('pid')} in {self.path}", file=sys.stderr)
-            me = {"pid": os.getpid(), "host": host, "boot_id": _boot_id(), "started": time.time()}
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, (json.dumps(me) + "\n").encode())
-            os.fsync(fd)
-            self._fd = fd
-            return self
+            raise RunDirError(f"cannot write to --out {self.run_dir!r}: its lock file {self.path} is a directory (or "
+                              "another non-file); remove it")
+
+    def _same(self, fd: int) -> bool:
+        """Whether the path ``.lock`` is still the file open as ``fd``."""
+        try:
+            a, b = os.stat(self.path, follow_symlinks=False), os.fstat(fd)
+        except OSError:
+            return False
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+    def still_held(self) -> bool:
+        """Whether ``.lock`` is still this lock's file (False: removed or replaced since)."""
+        return self._fd is not None and self._same(self._fd)
 
     def release(self) -> None:
-        """Remove the lock file, then drop the lock."""
+        """Remove the lock file (when it is still ours), then drop the locks."""
         if self._fd is None:
             return
-        with contextlib.suppress(OSError):
-            os.remove(self.path)
+        if self._same(self._fd):
+            with contextlib.suppress(OSError):
+                os.remove(self.path)
         os.close(self._fd)
         self._fd = None
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -415,12 +703,24 @@ def _fsync(f: Any) -> None:
     os.fsync(f.fileno())
 
 
+def _advice(e: BaseException) -> str:
+    """What to do about a failed write, from its errno."""
+    code = getattr(e, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free space"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "fix the permissions"
+    if code == errno.ENAMETOOLONG:
+        return "move the run to a shorter path"
+    return "free space (or fix the permissions)"
+
+
 def _write_error(path: str, e: BaseException, run_dir: str | None) -> RunDirError:
     """The one line for a failed write; ``run_dir``: the run that ``--resume`` continues (None: a new
     run that wrote nothing)."""
     why = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
-    then = (f"what was written before is intact: free space (or fix the permissions), then continue with "
-            f"plastic-jax meta-train --resume {run_dir}") if run_dir else "free space or fix the permissions"
+    then = (f"what was written before is intact: {_advice(e)}, then continue with "
+            f"plastic-jax meta-train --resume {shlex.quote(run_dir)}") if run_dir else _advice(e)
     return RunDirError(f"cannot write {path} ({why}); {then}")
 
 
@@ -429,15 +729,17 @@ class Run:
 
     ``checkpointing``: whether checkpoints are saved (``--checkpoint-every`` or a resumed run).
     Every write that fails (disk full, permissions) raises ``RunDirError`` (one line); what was
-    written before stays readable and resumable.
+    written before stays readable and resumable. ``lock``: the run's ``RunLock``; before every
+    append, checkpoint and summary the run checks that its lock file is still its own.
     """
 
-    def __init__(self, cfg: TrainConfig, resume: bool):
+    def __init__(self, cfg: TrainConfig, resume: bool, lock: RunLock | None = None):
         from plastic_jax.checkpoint import Checkpointer
 
         self.cfg = cfg
         self.path = cfg.out
         self.resume = resume
+        self.lock = lock
         self.checkpointing = bool(cfg.checkpoint_every or resume)
         self.records_written = 0
         self._log: Any = None
@@ -447,9 +749,18 @@ class Run:
             if os.path.lexists(ckpt) and not os.path.isdir(ckpt):
                 raise RunDirError(f"{ckpt} is a file, not a checkpoint directory; move it away")
             try:
-                self._ckpt = Checkpointer(ckpt, cfg.keep_checkpoints)
+                self._ckpt = Checkpointer(ckpt, cfg.keep_checkpoints, run_id=cfg.extra.get("run_id"))
             except OSError as e:
                 raise RunDirError(f"cannot use {ckpt}: {e.strerror or _first_line(e)}") from None
+
+    def _check_lock(self) -> None:
+        """Stop (one line) when the run's lock file was removed or replaced while it wrote: another
+        process may be writing the directory now."""
+        if self.lock is not None and not self.lock.still_held():
+            raise RunDirError(
+                f"the lock file {self.lock.path} was removed or replaced while this process wrote {self.path!r}; "
+                "another process may be writing it, so this one stopped. What was written before is intact; when "
+                f"no other process writes it, continue with plastic-jax meta-train --resume {shlex.quote(self.path)}")
 
     def _refuse_quarantined(self) -> None:
         """Refuse a resume that would restart at episode 0 because an earlier resume moved every
@@ -463,23 +774,26 @@ class Run:
 
     def _restart_hint(self) -> str:
         return (f"To restart the run from episode 0 deliberately (deleting its records): plastic-jax meta-train "
-                f"--config {os.path.join(self.path, CONFIG)} --out {self.path} --overwrite")
+                f"--config {shlex.quote(os.path.join(self.path, CONFIG))} --out {shlex.quote(self.path)} --overwrite")
 
     def start(self, target: Any, legacy: Any = None) -> tuple[int, Any, list[dict[str, Any]]]:
         """Where the run starts: ``(episode, state, records so far)``; ``target`` is the fresh state.
 
         ``legacy``: ``(old_target, convert)`` for checkpoints of an older state structure
         (``checkpoint.Checkpointer.restore_latest``). A resumed run restores the newest usable
-        checkpoint (at most the last complete episode of
-        metrics.jsonl; none: episode 0), moves the records after it to metrics_cut.jsonl, cuts
-        metrics.jsonl back to it and rewrites config.json (e.g. a raised ``--episodes``). When
-        checkpoints exist but none is usable, or an earlier resume moved them all aside, it raises
-        ``RunDirError`` and leaves every file as it was.
+        checkpoint (at most the last complete episode of metrics.jsonl; none: episode 0), moves
+        the records after it (and the earlier copies of a record repeated for the same episode and
+        member) to metrics_cut.jsonl, cuts metrics.jsonl back to it, moves the checkpoints newer
+        than it to checkpoints_bad/ (so the episodes run again can be checkpointed) and rewrites
+        config.json (e.g. a raised ``--episodes``, the run id and fingerprint of a run written
+        before them). When checkpoints exist but none is usable, or an earlier resume moved them
+        all aside, it raises ``RunDirError`` and leaves every file as it was.
         """
         import jax
 
         from plastic_jax.checkpoint import CheckpointError, atomic_write_json
 
+        self._check_lock()
         start, state, records = 0, target, []
         metrics = os.path.join(self.path, METRICS)
         if self.resume:
@@ -489,15 +803,16 @@ class Run:
             have = max((r["episode"] + 1 for r in complete), default=0)
             self._refuse_quarantined()
             try:
-                restored = self._ckpt.restore_latest(jax.device_get(target), max_episode=have, legacy=legacy)
+                restored = self._ckpt.restore_latest(jax.device_get(target), max_episode=have, legacy=legacy,
+                                                     set_aside=False)
             except CheckpointError as e:
                 raise RunDirError(f"--resume: {e}. {self._restart_hint()}") from None
             if restored is not None:
-                start, state = restored
+                start, state = restored.episode, restored.state
             if start > self.cfg.episodes:
                 raise RunDirError(f"--resume: the checkpoint is at episode {start}, beyond --episodes "
                                   f"{self.cfg.episodes}")
-            records = [r for r in complete if r["episode"] < start]
+            records = _last_of_each([r for r in complete if r["episode"] < start])
             for r in records:
                 if not 0 <= r.get("seed", 0) - self.cfg.seed < self.cfg.seeds:
                     raise RunDirError(f"{metrics} holds a record of seed {r.get('seed', 0)} (episode {r['episode']}); "
@@ -508,6 +823,11 @@ class Run:
             kept = {id(r) for r in records}
             cut = [r for r in every if id(r) not in kept]
             self._cut_back(metrics, records, cut)
+            if restored is not None and restored.newer:
+                try:
+                    self._ckpt.set_aside(restored.newer)
+                except OSError as e:
+                    raise _write_error(os.path.join(self.path, CHECKPOINTS_BAD), e, self.path) from None
             try:
                 atomic_write_json(os.path.join(self.path, CONFIG), self.cfg.to_json())
             except OSError as e:
@@ -548,6 +868,7 @@ class Run:
 
     def append(self, records: list[dict[str, Any]]) -> None:
         """Append one episode's records to metrics.jsonl and flush them."""
+        self._check_lock()
         try:
             self._log.write("".join(record_line(r) for r in records))
             self._log.flush()
@@ -559,9 +880,10 @@ class Run:
         """fsync the records, then checkpoint ``state`` as completed episode ``episode``.
 
         A non-finite state raises ``checkpoint.CheckpointError`` (nothing written); a failed write
-        ``RunDirError``."""
+        ``RunDirError`` (one line: orbax's logging is muted, ``checkpoint.CheckpointWriteError``)."""
         from plastic_jax.checkpoint import CheckpointError
 
+        self._check_lock()
         try:
             _fsync(self._log)  # the records of every checkpointed episode are on disk first
         except OSError as e:
@@ -570,13 +892,14 @@ class Run:
             self._ckpt.save(episode, state)
         except CheckpointError:
             raise
-        except Exception as e:  # noqa: BLE001 - orbax reports a failed write in several types
+        except Exception as e:  # noqa: BLE001 - CheckpointWriteError, or anything orbax raised before it
             raise _write_error(os.path.join(self.path, CHECKPOINTS, str(episode)), e, self.path) from None
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write summary.json (atomically)."""
         from plastic_jax.checkpoint import atomic_write_json
 
+        self._check_lock()
         path = os.path.join(self.path, SUMMARY)
         try:
             atomic_write_json(path, summary)
@@ -602,13 +925,42 @@ class Run:
                 raise _write_error(os.path.join(self.path, METRICS), e, self.path) from None
 
 
+def _last_of_each(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` with one record per (episode, member): the last (as ``latest_records``), in the
+    place of the first (a record written twice, e.g. by an old resume, reads as one)."""
+    last = {(r["episode"], member_of(r)): r for r in records}
+    out, seen = [], set()
+    for r in records:
+        key = (r["episode"], member_of(r))
+        if key not in seen:
+            seen.add(key)
+            out.append(last[key])
+    return out
+
+
+def _dirs_to_make(out: str) -> list[str]:
+    """The directories ``os.makedirs(out)`` would create, deepest first."""
+    made, d = [], os.path.abspath(out)
+    while d and not os.path.lexists(d):
+        made.append(d)
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return made
+
+
 def _claim(out: str) -> RunLock:
     """Create ``out`` and lock it (the first write to it); unwritable: one line."""
+    lock = RunLock(out)
     try:
         os.makedirs(out, exist_ok=True)
-        return RunLock(out).acquire()
+        return lock.acquire()
     except OSError as e:
         raise RunDirError(f"cannot write to --out {out!r}: {e.strerror or e}") from None
+    except BaseException:  # interrupted right after the lock was taken: let it go again
+        lock.release()
+        raise
 
 
 def _clear(out: str) -> None:
@@ -631,27 +983,41 @@ def _unmake(out: str) -> None:
         os.rmdir(os.path.join(out, CHECKPOINTS))  # only when empty
 
 
+def _refuse_live_writer(out: str) -> None:
+    """Refuse at once (naming pid and host) when a live process writes ``out`` now."""
+    if os.path.isdir(out):
+        lock = RunLock(out)
+        if os.path.islink(lock.path):
+            raise lock._refuse_link()
+        holder = lock.live_holder()
+        if holder is not None:
+            raise lock._refuse(holder, "being written")
+
+
 @contextlib.contextmanager
 def open_run(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Iterator[Run]:
     """Open ``cfg.out`` for writing: check (no writes), lock, then clear and write config.json (a
-    new run) or leave the files to ``Run.start`` (a resume). The lock is released on exit; a new
-    run that fails before its first record leaves no files behind (``_unmake``)."""
+    new run, with a new ``extra["run_id"]``) or leave the files to ``Run.start`` (a resume, which
+    keeps the run's id or gives an old run one). The lock is released on exit; a new run that
+    fails or is interrupted before its first record leaves nothing it created behind (``_unmake``,
+    the lock file, the directories it made)."""
+    check_out_path(cfg.out)
+    _refuse_live_writer(cfg.out)
     if resume:
-        check_resume(cfg)
+        saved = check_resume(cfg)
+        rid = saved.extra.get("run_id")
+        cfg.extra["run_id"] = rid if isinstance(rid, str) and rid else uuid.uuid4().hex
     else:
         check_new(cfg.out, overwrite)
-    created = not os.path.exists(cfg.out)
-    try:
-        lock = _claim(cfg.out)
-    except RunDirError:
-        if created:
-            with contextlib.suppress(OSError):
-                os.rmdir(cfg.out)
-        raise
-    run = None
+        cfg.extra["run_id"] = uuid.uuid4().hex
+    made = _dirs_to_make(cfg.out)
+    lock = run = None
     wrote = False
     had_checkpoints = os.path.isdir(os.path.join(cfg.out, CHECKPOINTS))
+    tensorboard = os.path.join(cfg.out, TENSORBOARD)
+    had_tensorboard = os.path.lexists(tensorboard)
     try:
+        lock = _claim(cfg.out)
         if not resume:
             from plastic_jax.checkpoint import atomic_write_json
 
@@ -662,20 +1028,25 @@ def open_run(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False)
                 atomic_write_json(os.path.join(cfg.out, CONFIG), cfg.to_json())
             except OSError as e:
                 raise _write_error(os.path.join(cfg.out, CONFIG), e, None) from None
-        run = Run(cfg, resume)
+        run = Run(cfg, resume, lock)
         yield run
     except BaseException:
         if run is not None:
             run.close(quiet=True)
         if wrote and (run is None or run.records_written == 0):
             _unmake(cfg.out)
+            if not had_tensorboard and os.path.isdir(tensorboard) and not os.path.islink(tensorboard):
+                shutil.rmtree(tensorboard, ignore_errors=True)  # the empty event files of this run
         if not had_checkpoints:
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.join(cfg.out, CHECKPOINTS))  # only when empty: made by this run
-        lock.release()
-        if created:
-            with contextlib.suppress(OSError):
-                os.rmdir(cfg.out)  # only when empty: this run made it and left nothing in it
+        if lock is not None:
+            lock.release()
+        for d in made:  # deepest first, each only when empty: this run made it and left nothing in it
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
         raise
     else:
         try:

@@ -345,6 +345,7 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
     from plastic_jax.sharding import seed_shardings
 
     exp = build(cfg)
+    rundir.record_fingerprint(cfg, exp.data)  # what the run depends on; a resume with other data is refused
     if isinstance(devices, int) and not isinstance(devices, bool):
         if devices < 1:
             raise ConfigError(f"--devices must be a positive integer, got {devices}")

@@ -153,6 +153,44 @@ def metrics(text: str) -> Callable:
 NO_SUMMARY = remove("{run}/summary.json")
 
 
+def edit_config(change: Callable) -> Callable:
+    """Change the run's config.json in place: ``change(dict)`` edits the parsed settings."""
+
+    def setup(run, tmp):
+        path = os.path.join(run, rundir.CONFIG)
+        with open(path) as f:
+            d = json.load(f)
+        change(d)
+        with open(path, "w") as f:
+            json.dump(d, f)
+
+    return setup
+
+
+def without(key: str) -> Callable:
+    return edit_config(lambda d: d.pop(key))
+
+
+def fingerprint(**changes) -> Callable:
+    return edit_config(lambda d: d["extra"]["fingerprint"].update(changes))
+
+
+def symlink(rel: str, to: str, text: str = "") -> Callable:
+    """``rel`` becomes a symbolic link to ``to`` (a file holding ``text``; "{moved}": the file
+    that was at ``rel``)."""
+
+    def setup(run, tmp):
+        path, target = rel.format(run=run, tmp=tmp), to.format(run=run, tmp=tmp)
+        if os.path.lexists(path):
+            shutil.move(path, target)
+        else:
+            with open(target, "w") as f:
+                f.write(text)
+        os.symlink(target, path)
+
+    return setup
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -190,7 +228,7 @@ META_TRAIN = [
     case("meta-lr-1e39", [*NEW, "--meta-lr", "1e39"], "finite in float32"),
     case("meta-lr-0", [*NEW, "--meta-lr", "0"], "--meta-lr must be positive"),
     case("meta-lr-underflows", [*NEW, "--meta-lr", "1e-50"], "rounds to 0"),
-    case("meta-lr-not-a-number", [*NEW, "--meta-lr", "fast"], "invalid float value"),
+    case("meta-lr-not-a-number", [*NEW, "--meta-lr", "fast"], "'fast'"),
     case("l1-inf", [*NEW, "--l1", "inf"], "--l1 must be finite"),
     case("l1-negative", [*NEW, "--l1", "-1"], "--l1 must be non-negative"),
     case("meta-clip-inf", [*NEW, "--meta-clip", "inf"], "--meta-clip must be finite"),
@@ -262,6 +300,17 @@ META_TRAIN = [
          write("{tmp}/half/config.json", "{}")),
     case("new-run-over-checkpoints", ["meta-train", *TINY, NP, "--out", "{run}"], "holds checkpoints",
          remove("{run}/metrics.jsonl")),
+    case("new-run-over-a-run-offers-resume", ["meta-train", *TINY, NP, "--out", "{run}"],
+         "continue it with plastic-jax meta-train --resume"),
+    case("out-with-a-newline", [*NEW[:-1], "{tmp}/new\nline"], "control character '\\n'"),
+    case("out-with-an-escape", [*NEW[:-1], "{tmp}/new\x1b[2J"], "control character '\\x1b'"),
+    case("out-with-a-carriage-return", [*NEW[:-1], "{tmp}/new\rx"], "control character '\\r'"),
+    case("out-not-utf8", [*NEW[:-1], "{tmp}/bad\udcffdir"], "is not valid UTF-8"),
+    case("out-too-long-for-checkpoints", [*NEW[:-1], "{tmp}/" + "/".join(["d" * 200] * 20)], "--out is too long"),
+    case("overwrite-through-a-symlinked-lock", ["meta-train", *TINY, NP, "--out", "{run}", "--overwrite"],
+         "is a symbolic link", symlink("{run}/.lock", "{tmp}/victim.txt", "precious")),
+    case("new-run-into-a-symlinked-lock", [*NEW[:-1], "{tmp}/half"], "is a symbolic link",
+         both(write("{tmp}/half/README", "x"), symlink("{tmp}/half/.lock", "{tmp}/victim.txt", "precious"))),
 ]
 
 CONFIG_FILES = [
@@ -358,6 +407,29 @@ RESUME_CASES = [
     case("metrics-a-directory", RESUME, "cannot read", both(remove("{run}/metrics.jsonl"),
                                                               write("{run}/metrics.jsonl/x", "x"))),
     case("lock-a-directory", RESUME, "cannot write to --out", write("{run}/.lock/x", "x")),
+    case("lock-a-symlink", RESUME, "is a symbolic link", symlink("{run}/.lock", "{tmp}/victim.txt", "precious")),
+    case("config-json-lacks-hidden", RESUME, "lacks the setting 'hidden'", without("hidden")),
+    case("config-json-lacks-K", RESUME, "lacks the setting 'K'", without("K")),
+    case("config-json-lacks-rule", RESUME, "lacks the setting 'rule'", without("rule")),
+    case("config-json-lacks-two", RESUME, "lacks the setting 'M' (--M) and 1 more",
+         edit_config(lambda d: (d.pop("M"), d.pop("Q")))),
+    case("data-other-contents", RESUME, "dataset's contents differ", fingerprint(data_sha256="0" * 64)),
+    case("data-other-shape", RESUME, "x has shape (9, 64) in the run but (1797, 64) now", fingerprint(x=[9, 64])),
+    case("data-other-class-split", RESUME, "class split differs", fingerprint(train_classes=[0, 1, 2])),
+    case("data-fingerprint-garbage", RESUME, "not a table", edit_config(lambda d: d["extra"].update(fingerprint=3))),
+    case("checkpoints-of-another-run", RESUME, "written by another run",
+         edit_config(lambda d: d["extra"].update(run_id="f" * 32))),
+    case("summary-a-directory", RESUME, "summary.json: it is a directory",
+         both(NO_SUMMARY, write("{run}/summary.json/x", "x"))),
+    case("metrics-cut-a-directory", RESUME, "metrics_cut.jsonl: it is a directory",
+         write("{run}/metrics_cut.jsonl/x", "x")),
+    case("checkpoints-bad-a-file", RESUME, "checkpoints_bad is a file", write("{run}/checkpoints_bad", "x")),
+    case("metrics-a-symlink", RESUME, "metrics.jsonl is a symbolic link",
+         symlink("{run}/metrics.jsonl", "{tmp}/elsewhere.jsonl")),
+    case("config-a-symlink", RESUME, "config.json is a symbolic link", symlink("{run}/config.json", "{tmp}/c.json")),
+    case("summary-a-symlink", RESUME, "summary.json is a symbolic link", symlink("{run}/summary.json", "{tmp}/s.json")),
+    case("metrics-cut-a-symlink", RESUME, "metrics_cut.jsonl is a symbolic link",
+         symlink("{run}/metrics_cut.jsonl", "{tmp}/other-run-metrics.jsonl", "{}\n")),
 ]
 
 DATASETS = [
@@ -419,6 +491,8 @@ EVALUATE = [
     case("summary-theta-rows", EV, "holds no Θ table", summary({"theta": [[1]]})),
     case("summary-theta-lacks-a-term", EV, "lacks F0", summary({"theta": [{"F2": 0.1}]})),
     case("config-garbage", EV, "config.json is not valid JSON", write("{run}/config.json", b"\x00\x01garbage")),
+    case("config-lacks-hidden", EV, "lacks the setting 'hidden'", without("hidden")),
+    case("config-lacks-feedback", EV, "lacks the setting 'feedback'", without("feedback")),
     case("config-bad-value", EV, "config.json: --M must be a positive integer",
          write("{run}/config.json", '{"M": -1}')),
     case("config-bad-type", EV, "hidden (--hidden) must be a list of integers",
@@ -605,8 +679,8 @@ def test_disk_full_mid_run_is_one_line_and_the_run_resumes(tmp_path, capsys, mon
 
     real = rundir.Run.start
 
-    def start(self, target):
-        got = real(self, target)
+    def start(self, target, legacy=None):
+        got = real(self, target, legacy)
         self._log = FullDisk(self._log)
         return got
 
