@@ -57,7 +57,9 @@ def status(run_dir: str) -> list[str]:
         seeds = sorted(by_seed)
         series = [[by_seed[s][e] for e in sorted(by_seed[s])] for s in seeds]
         eps = min(len(x) for x in series)
-        acc = np.array([np.mean([r["accuracy"] for r in x[eps - min(100, eps):eps]]) for x in series])
+        # an episode whose network diverged has a NaN (null) accuracy: averaged over the finite ones
+        acc = np.array([np.nanmean([np.nan if r["accuracy"] is None else r["accuracy"]
+                                    for r in x[eps - min(100, eps):eps]]) for x in series])
         mean, lo, hi = bootstrap_ci(acc, level=0.98, n_resamples=500)
         kinds = [outcome(x[:eps], C, float(cfg.get("theta0", 1e-3))) for x in series]
         bad = sum(k != "learned" for k in kinds)
