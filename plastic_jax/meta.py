@@ -103,7 +103,7 @@ def meta_init(theta: jax.Array, optimizer: optax.GradientTransformation, guard: 
                      None if guard is None else guard_init(theta, opt_state, guard))
 
 
-def _norm(tree: Any) -> jax.Array:
+def tree_norm(tree: Any) -> jax.Array:
     """The global (Euclidean) norm of the leaves of ``tree``."""
     return jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(tree)))
 
@@ -175,7 +175,7 @@ def meta_step(
     pen, pen_grad = l1_penalty(state.theta, l1, rule.n_plastic)
     grad = grad + pen_grad
     meta_loss = loss + pen
-    norm = _norm(grad)
+    norm = tree_norm(grad)
     metrics: dict[str, jax.Array] = {"meta_loss": meta_loss, "query_loss": loss, "accuracy": acc}
     if guard is not None:
         g = state.guard
@@ -198,11 +198,11 @@ def meta_step(
         new = MetaState(theta, opt_state, jnp.zeros((), jnp.int32))
         state = _select(ok, new, state._replace(skips=state.skips + 1))
     else:
-        ok = finite & ~(spike & guard.reject_spikes) if guard.reject_spikes else finite
+        ok = finite & ~spike if guard.reject_spikes else finite
         state, rolled = _guarded(guard, state, theta, opt_state, jnp.minimum(norm, limit), ok, finite)
         metrics.update(grad_norm_median=median, clipped=clipped & ok, spike=spike, rolled_back=rolled,
                        step_scale=state.guard.step_scale)
-    metrics.update(skipped=~ok, grad_norm=norm, update_norm=jnp.where(ok, _norm(updates), 0.0),
+    metrics.update(skipped=~ok, grad_norm=norm, update_norm=jnp.where(ok, tree_norm(updates), 0.0),
                    adam_nu_max=second_moment_max(state.opt_state))
     return state, metrics
 

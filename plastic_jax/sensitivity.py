@@ -25,6 +25,7 @@ from plastic_jax import checks
 from plastic_jax.data.sampler import ClassIndex
 from plastic_jax.episode import EpisodeSpec, draw
 from plastic_jax.inner import Rule, adapt_with_feedback, query_loss, state_step
+from plastic_jax.meta import tree_norm
 
 
 class Sensitivity(NamedTuple):
@@ -35,10 +36,6 @@ class Sensitivity(NamedTuple):
     amplification: jax.Array
     loss: jax.Array
     dloss: jax.Array
-
-
-def _norm(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(tree)))
 
 
 def episode_sensitivity(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex,
@@ -62,7 +59,7 @@ def episode_sensitivity(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: ja
         WB, dWB = carry
         x, y = xy
         WB, dWB = jax.jvp(lambda th, w, b: state_step(th, rule, w, b, x, y), (theta, *WB), (v, *dWB))
-        return (WB, dWB), _norm(dWB[0])
+        return (WB, dWB), tree_norm(dWB[0])
 
     ((W, _), (dW, _)), growth = jax.lax.scan(body, ((W, B), zero), (task.xs, task.ys))
     loss, dloss = jax.jvp(lambda w: query_loss(w, task.xq, task.yq)[0], (W,), (dW,))

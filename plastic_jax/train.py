@@ -129,9 +129,9 @@ def checkpoint_due(cfg: TrainConfig, done: int, stopped: str | None) -> bool:
     return bool(stopped) or done == cfg.episodes or bool(cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
 
 
-def init_state(cfg: TrainConfig, rule: Rule, optimizer: optax.GradientTransformation | None = None) -> MetaState:
+def init_state(cfg: TrainConfig, rule: Rule) -> MetaState:
     """The meta-state of every member before episode 0 (member axis first; each member's Adam
-    carries its own rate). ``optimizer`` is unused (the members' optimizers are built here)."""
+    carries its own rate, so the members' optimizers are built here)."""
     theta = initial_theta(rule, jnp.float32, cfg.theta0)
     guard = meta_guard(cfg)
     lrs = jnp.asarray(member_hyperparameters(cfg)["meta_lr"])
@@ -358,7 +358,7 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
         check_available()  # before anything on disk changes
     n_members = len(cfg.members())
     seed_sh, repl = seed_shardings(n_members, devices)
-    optimizer, step = make_step(cfg, exp.rule, exp.spec)
+    _, step = make_step(cfg, exp.rule, exp.spec)
     analyze, terms = make_analysis(exp.rule, exp.spec), exp.rule.theta_labels()
     accs = np.zeros((cfg.episodes, n_members))
     events = {k: np.zeros(n_members, np.int64) for k in ("spikes", "rollbacks", "clipped", "skipped")}
@@ -366,7 +366,7 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
 
     with (rundir.open_run(cfg, resume=resume, overwrite=overwrite) as run, stop_on_signals() as caught,
           open_writer(cfg) as tb):
-        fresh = init_state(cfg, exp.rule, optimizer)
+        fresh = init_state(cfg, exp.rule)
         start, state, records = run.start(fresh, legacy=legacy_state(cfg, jax.device_get(fresh)))
         for r in records:
             i = rundir.member_index(cfg, r)

@@ -21,6 +21,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from test_bad_inputs import _snapshot  # every file (its sha256) and folder under a directory
 
 from plastic_jax import rundir
 from plastic_jax.checkpoint import Checkpointer, state_digest
@@ -42,18 +43,6 @@ def _config(run):
 def _set_config(run, d):
     with open(os.path.join(run, rundir.CONFIG), "w") as f:
         json.dump(d, f)
-
-
-def _snapshot(root):
-    out = {}
-    for d, dirs, files in os.walk(root):
-        for name in dirs:
-            out[os.path.relpath(os.path.join(d, name), root)] = "<dir>"
-        for name in files:
-            p = os.path.join(d, name)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, root)] = f.read()
-    return out
 
 
 def _one_line(capsys):
