@@ -24,8 +24,8 @@ _make_step = train.make_step
 def make_step(*args, **kwargs):
     optimizer, step = _make_step(*args, **kwargs)
 
-    def recorded(state, keys, ci):
-        new, m = step(state, keys, ci)
+    def recorded(*args):  # (state, keys, ci, l1): train.make_step's signature
+        new, m = step(*args)
         placement.setdefault(run, {"state": len(new.theta.sharding.device_set),
                                    "metrics": len(m["accuracy"].sharding.device_set),
                                    "by_seed": new.theta.sharding.spec == PartitionSpec("seeds")})
