@@ -10,9 +10,12 @@ or running out of memory (exit 2), anything else (exit 1, "internal error"; set
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from plastic_jax.config import (
     DATA,
@@ -34,12 +37,228 @@ class UsageError(Exception):
     """A command line argparse refuses (unknown flag, bad value); the message is one line."""
 
 
+#: the published PyTorch code's flags (Shervani-Tabar & Rosenbaum 2023, ``parse_args`` of its
+#: ``main.py``, the layout ``scripts/bench_published.py`` drives) that ours spell differently, and
+#: what to give here instead; README "Coming from the published code" has the whole table
+PUBLISHED_FLAGS: dict[str, str] = {
+    "--lamb": "--l1",
+    "--lr_meta": "--meta-lr",
+    "--a": "--theta0",
+    "--vec": "--terms, with term 0 (--vec 2 9 is --terms 0,2,9)",
+    "--fbk": "--feedback (sym is bp, fix is fa)",
+    "--database": "--dataset",
+    "--res": "--out (one directory per run)",
+    "--test_name": "--out (one directory per run)",
+    "--avg_window": "plastic-jax plot --window",
+    "--gpu_mode": "nothing: JAX uses a GPU when its CUDA build is installed",
+    "--dim": "nothing: the input size comes from the dataset",
+}
+#: a token argparse reads as a negative number, not as a flag (argparse's own pattern)
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``error`` raises ``UsageError`` (no usage block, no exit);
-    ``main`` prints it as one line with exit code 2. Subcommand parsers inherit the class."""
+    ``main`` prints it as one line with exit code 2. Subcommand parsers inherit the class.
+
+    Flags are never abbreviated (``allow_abbrev`` defaults to False here, and subcommand parsers,
+    created through this class, get the same default): ``--rul bio`` is an unknown flag, not
+    ``--rule bio``. ``parse_args`` explains what argparse calls "unrecognized arguments": an
+    unknown flag with the nearest real flags, a value left over after a flag that takes one, and
+    points to the help of the subcommand the flag was given to (``commands``: name -> parser).
+    """
+
+    def __init__(self, *args: Any, allow_abbrev: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
+        self.commands: dict[str, Parser] = {}
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """``argparse``'s, with every leftover token explained in one line (``UsageError``)."""
+        argv = list(sys.argv[1:] if args is None else args)
+        if self.commands and argv and _is_flag(argv[0]) and argv[0].split("=", 1)[0] not in _options(self):
+            self.error(self._before_command(argv[0]))
+        ns, extras = self.parse_known_args(argv, namespace)
+        sub, sub_argv = self._command_of(ns, argv)
+        if extras:
+            sub.error(f"unrecognized arguments: {' '.join(extras)}; {leftover_hint(sub, sub_argv, extras)}")
+        hint = positional_after_list(sub, sub_argv, ns)
+        if hint:
+            sub.error(hint)
+        return ns
+
+    def _before_command(self, flag: str) -> str:
+        """What to say about ``flag`` given before the subcommand (``plastic-jax --rule bio ...``)."""
+        name = flag.split("=", 1)[0]
+        owners = [c for c, p in self.commands.items() if name in _options(p)]
+        if owners:
+            return (f"{name} is a flag of {_or(owners)}: put it after the subcommand, e.g. "
+                    f"{self.prog} {owners[0]} {name}")
+        return f"unrecognized arguments: {name}; {unknown_flag_hint(name, self)}"
+
+    def _command_of(self, ns: argparse.Namespace, argv: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+        """The parser of the subcommand in ``ns`` (else this one) and the tokens it parsed."""
+        name = getattr(ns, "command", None)
+        if name in self.commands and name in argv:
+            return self.commands[name], argv[argv.index(name) + 1:]
+        return self, argv
+
+
+def _is_flag(token: str) -> bool:
+    """Whether argparse reads ``token`` as a flag (an option string), not as a value."""
+    return token.startswith("-") and token != "-" and not _NEGATIVE_NUMBER.match(token)
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """The flags of ``parser`` (``--name`` or ``-n`` -> its action)."""
+    return {o: a for a in parser._actions for o in a.option_strings}
+
+
+def _or(flags: Sequence[str]) -> str:
+    return flags[0] if len(flags) == 1 else ", ".join(flags[:-1]) + " or " + flags[-1]
+
+
+def nearest_flags(flag: str, known: Sequence[str]) -> list[str]:
+    """The real flags nearest to the unknown ``flag``: those it abbreviates, else the closest
+    spellings (``difflib``, with ``_`` read as ``-``); at most three."""
+    starts = sorted(k for k in known if k.startswith(flag))
+    if starts:
+        return starts[:3]
+    return difflib.get_close_matches(flag.replace("_", "-"), list(known), n=3, cutoff=0.7)
+
+
+def unknown_flag_hint(flag: str, parser: argparse.ArgumentParser) -> str:
+    """What to say about the unknown ``flag`` (``--name`` or ``--name=value``) given to ``parser``:
+    the published code's spelling, the flags it abbreviates, or the closest ones."""
+    name = flag.split("=", 1)[0]
+    if name in PUBLISHED_FLAGS:
+        return f"{name} is the published code's flag; here give {PUBLISHED_FLAGS[name]}"
+    known = [o for o in _options(parser) if o.startswith("--")]
+    if name.replace("_", "-") in known:
+        return f"flags are spelled with dashes: {name.replace('_', '-')}"
+    near = nearest_flags(name, known)
+    if near and near[0].startswith(name):
+        return f"flags are not abbreviated: did you mean {_or(near)}?"
+    return f"no flag {name}" + (f": did you mean {_or(near)}?" if near else "")
+
+
+def _most_values(action: argparse.Action) -> int:
+    """How many values ``action``'s flag takes at most (0: a switch such as ``--overwrite``)."""
+    if action.nargs is None or action.nargs == "?":
+        return 1
+    return action.nargs if isinstance(action.nargs, int) else 2**31
+
+
+def _free_positions(parser: argparse.ArgumentParser, argv: list[str]) -> list[int]:
+    """The positions in ``argv`` of the values that no flag of ``parser`` takes as its own."""
+    options, free, i = _options(parser), [], 0
+    while i < len(argv):
+        token = argv[i]
+        if not _is_flag(token):
+            free.append(i)
+        elif "=" not in token and token in options:
+            n = _most_values(options[token])
+            while n and i + 1 < len(argv) and not _is_flag(argv[i + 1]):
+                i, n = i + 1, n - 1
+        i += 1
+    return free
+
+
+#: a flag, its action and its values (``_after_flag``)
+FlagValues = tuple[str, argparse.Action, list[str]]
+
+
+def _after_flag(parser: argparse.ArgumentParser, argv: list[str], i: int) -> FlagValues | None:
+    """The nearest flag before ``argv[i]``, its action and the values from its first one up to
+    ``argv[i]`` (None: no known flag before it)."""
+    j = i - 1
+    while j >= 0 and not _is_flag(argv[j]):
+        j -= 1
+    if j < 0:
+        return None
+    flag, eq, inline = argv[j].partition("=")
+    action = _options(parser).get(flag)
+    if action is None:
+        return None
+    return flag, action, ([inline] if eq else []) + argv[j + 1:i + 1]
+
+
+def _takes_list(action: argparse.Action, joined: str) -> bool:
+    """Whether ``action``'s one value is a comma-separated list that accepts ``joined``."""
+    if action.nargs is not None or not callable(action.type):
+        return False
+    try:
+        value = action.type(joined)
+    except (argparse.ArgumentTypeError, TypeError, ValueError):
+        return False
+    return isinstance(value, tuple) and len(value) > 1
+
+
+def list_hint(parser: argparse.ArgumentParser, argv: list[str], i: int, *, cover: bool = True) -> str | None:
+    """"--hidden takes one comma-separated list: --hidden 170,130" when ``argv[i]`` follows a
+    comma-list flag whose items were given with spaces: the longest run of them that the flag
+    accepts (``cover``: with ``argv[i]`` among them); None otherwise."""
+    end = i
+    while end + 1 < len(argv) and not _is_flag(argv[end + 1]):  # every value given with a space
+        end += 1
+    found = _after_flag(parser, argv, end)
+    if found is None:
+        return None
+    flag, action, values = found
+    for k in range(len(values), max(2, len(values) - (end - i) if cover else 2) - 1, -1):
+        if _takes_list(action, ",".join(values[:k])):
+            return f"{flag} takes one comma-separated list: {flag} {','.join(values[:k])}"
+    return None
+
+
+def stray_value_hint(parser: argparse.ArgumentParser, argv: list[str], i: int) -> str | None:
+    """Why the value ``argv[i]`` is left over when it follows a flag and its value(s): the flag
+    takes one list, one value, at most one, or none; None when no flag is before it."""
+    found = _after_flag(parser, argv, i)
+    if found is None:
+        return None
+    flag, action, values = found
+    if action.nargs == 0:
+        return f"{argv[i]} follows {flag}, which takes no value"
+    if len(values) < 2 or action.nargs not in (None, "?"):
+        return None
+    how = "at most one value" if action.nargs == "?" else "one value"
+    return list_hint(parser, argv, i, cover=False) or f"{argv[i]} follows {flag} {values[0]}, but {flag} takes {how}"
+
+
+def leftover_hint(parser: argparse.ArgumentParser, argv: list[str], extras: list[str]) -> str:
+    """The fix for the tokens ``extras`` that ``parser`` (a subcommand's) could not place: the
+    first unknown flag with the nearest real ones, else the flag a stray value followed."""
+    flags = [t for t in extras if _is_flag(t)]
+    if flags:
+        return unknown_flag_hint(flags[0], parser)
+    free = _free_positions(parser, argv)
+    for token in extras:  # each leftover value at the last position that holds it
+        at = [i for i in free if argv[i] == token]
+        hint = stray_value_hint(parser, argv, at[-1]) if at else None
+        if hint:
+            return hint
+    stray = next((t for t in extras if not _is_flag(t)), " ".join(extras))
+    return f"{stray} is not the value of any flag"
+
+
+def positional_after_list(parser: argparse.ArgumentParser, argv: list[str], ns: argparse.Namespace) -> str | None:
+    """A positional value (e.g. ``evaluate``'s RUN_DIR) that is no existing path and is one more
+    item of a comma-list flag given with a space (``--theta 0.05 0.01``): say so; None otherwise."""
+    free = _free_positions(parser, argv)
+    for action in (a for a in parser._actions if not a.option_strings and isinstance(a.dest, str)):
+        value = getattr(ns, action.dest, None)
+        for v in value if isinstance(value, list) else [value]:
+            at = [i for i in free if argv[i] == v]
+            if not isinstance(v, str) or os.path.exists(v) or not at:
+                continue
+            hint = list_hint(parser, argv, at[0])
+            if hint:
+                return f"{v} was read as {action.metavar or action.dest.upper()}, but {hint}"
+    return None
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -157,8 +376,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``plastic-jax`` parser with every subcommand of ``COMMANDS``."""
+def build_parser() -> Parser:
+    """The ``plastic-jax`` parser with every subcommand of ``COMMANDS`` (none abbreviates a flag)."""
     parser = Parser(
         prog="plastic-jax",
         description="Meta-learn biologically plausible plasticity rules (Shervani-Tabar & "
@@ -166,9 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_, add_args, run) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        # allow_abbrev is not inherited by subcommand parsers: every one gets it explicitly
+        p = sub.add_parser(name, help=help_, description=help_, allow_abbrev=False)
         add_args(p)
         p.set_defaults(run=run)
+        parser.commands[name] = p
     return parser
 
 

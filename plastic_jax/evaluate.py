@@ -22,8 +22,16 @@ the same examples, stream order, initial W and feedback B):
 tune on that the learned rule was meta-trained on, and never see the held-out classes.
 ``--baseline-lr`` fixes θ_0 for every baseline instead.
 
-**Interval.** 95% t-interval over tasks: mean ± t_{0.975, N-1} · s / √N (s: sample standard
-deviation, ddof = 1). Paired differences (learned − baseline, same tasks) get the same interval.
+**Intervals.** The headline (the table's "98% CI", JSON ``ci98``) is a 98% percentile-bootstrap
+interval over seeds *and* tasks (``seeds_tasks_ci``): every meta-training seed's Θ is tested on
+the same N tasks, so the accuracies form a seeds × tasks table, and each resample draws S seeds
+and, independently, N tasks with replacement (a two-way bootstrap of that crossed table; the
+drawn tasks are the same for every drawn seed, as they are in the data). It accounts for both
+sources of variation: which seeds meta-training happened to run, and which tasks were drawn.
+With one seed (a baseline, a Θ by hand, ``--seed-index``) it is the bootstrap over tasks.
+Paired differences (learned − baseline, same tasks) get the same interval. JSON ``ci95`` keeps
+the earlier 95% t-interval over tasks of the seed-averaged accuracy (mean ± t_{0.975, N-1} ·
+s / √N, ddof = 1), which ignores the spread between seeds.
 
 All tasks of one rule run in one jitted call: ``episode.task_loss`` vmapped over task keys (and
 over the θ_0 grid when tuning); inside, the episode is one ``lax.scan`` over the stream.
@@ -120,6 +128,67 @@ def mean_ci95(values: np.ndarray) -> tuple[float, tuple[float, float]]:
     mean = float(v.mean())
     half = float(t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
     return mean, (mean - half, mean + half)
+
+
+#: the headline interval: level and resamples of ``seeds_tasks_ci`` (its RNG seed is fixed: 0)
+CI_LEVEL = 0.98
+CI_RESAMPLES = 2000
+#: what the headline interval is, as the table and the JSON (``ci98_interval``) say it
+CI98_INTERVAL = ("98% CI over seeds and tasks: percentile bootstrap, seeds and tasks resampled independently "
+                 f"(two-way, the same tasks for every seed), {CI_RESAMPLES} resamples; one seed: over tasks")
+
+
+#: the most index entries one chunk of resamples holds (keeps ``--tasks 100000`` in tens of MB)
+_CHUNK_ENTRIES = 2**21
+
+
+def seeds_tasks_resamples(acc: np.ndarray, n_resamples: int = CI_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Bootstrap means of ``acc`` (S seeds × N tasks, every seed on the same N tasks), shape
+    (n_resamples,): resample b draws N task indices and, independently, S seed indices, uniformly
+    with replacement, and takes the mean of ``acc`` over every drawn seed × every drawn task.
+
+    The draws: row b of ``default_rng([seed, 0]).integers(0, N, (n_resamples, N))`` (tasks) and
+    of ``default_rng([seed, 1]).integers(0, S, (n_resamples, S))`` (seeds); with one seed the
+    task draws are those of a plain bootstrap over tasks from the first generator.
+
+    The variance of these means is exactly mean(r²)/S + mean(c²)/N + mean(e²)/(S·N), where r, c
+    and e are the seed, task and residual effects of ``acc``'s two-way decomposition
+    (acc = grand mean + r_s + c_t + e_st): both sources count (a nested bootstrap, with tasks
+    drawn anew for each seed, would divide the task part by S although the seeds share the tasks).
+    """
+    acc = np.asarray(acc, np.float64)
+    if acc.ndim != 2 or 0 in acc.shape:
+        raise ValueError(f"acc must be a non-empty (seeds, tasks) table, got shape {acc.shape}")
+    n_seeds, n_tasks = acc.shape
+    task_rng, seed_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
+    out = np.empty(n_resamples)
+    chunk = max(1, _CHUNK_ENTRIES // max(n_seeds, n_tasks))
+    for start in range(0, n_resamples, chunk):
+        b = min(chunk, n_resamples - start)
+        task_counts = _counts(task_rng.integers(0, n_tasks, (b, n_tasks)), n_tasks)
+        seed_counts = _counts(seed_rng.integers(0, n_seeds, (b, n_seeds)), n_seeds)
+        out[start:start + b] = np.einsum("bs,st,bt->b", seed_counts, acc, task_counts) / (n_seeds * n_tasks)
+    return out
+
+
+def _counts(draws: np.ndarray, n: int) -> np.ndarray:
+    """How often each of 0 … n−1 was drawn, row by row: (B, k) indices → (B, n) counts."""
+    flat = (np.arange(len(draws))[:, None] * n + draws).ravel()
+    return np.bincount(flat, minlength=len(draws) * n).reshape(len(draws), n).astype(np.float64)
+
+
+def seeds_tasks_ci(acc: np.ndarray, level: float = CI_LEVEL, n_resamples: int = CI_RESAMPLES,
+                   seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Mean of ``acc`` (S seeds × N tasks, or N tasks: one seed) and its percentile-bootstrap
+    interval at ``level`` over seeds and tasks: the ((1 − level)/2, (1 + level)/2) quantiles of
+    ``seeds_tasks_resamples``. One seed: the percentile bootstrap over tasks. A NaN accuracy (a
+    diverged Θ) makes the mean and the interval NaN."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    acc = np.atleast_2d(np.asarray(acc, np.float64))
+    means = seeds_tasks_resamples(acc, n_resamples, seed)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(acc.mean()), (float(lo), float(hi))
 
 
 #: the baselines every meta-test has, by feedback mode
@@ -330,6 +399,10 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
     tasks from the meta-training classes; a baseline's feedback meta-parameters (``plastic``,
     ``routing``) stay at their initial values (``baseline_theta``). ``seed`` seeds the test and
     tuning tasks. ``progress``: say on stderr what runs and how long it took.
+
+    Every rule and every paired difference has ``ci98``, the headline interval over seeds and
+    tasks (``seeds_tasks_ci``; a baseline's, with one Θ, over tasks), and ``ci95``, the 95%
+    t-interval over tasks of the seed-averaged accuracy; ``ci98_interval`` says what ``ci98`` is.
     """
     _check_options(tasks, tune_tasks, tuple(baseline_grid), baseline_lr, seed)
     rows = np.asarray(theta, np.float64)
@@ -380,14 +453,15 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
         per_task[name] = accs
         mean, (lo, hi) = mean_ci95(accs)
         rules.append({
-            "name": name, "mean_accuracy": mean, "ci95": [lo, hi], "tasks": int(tasks),
-            "feedback": r.feedback, "terms": list(r.terms),
+            "name": name, "mean_accuracy": mean, "ci95": [lo, hi], "ci98": list(seeds_tasks_ci(each)[1]),
+            "tasks": int(tasks), "feedback": r.feedback, "terms": list(r.terms),
             "theta": dict(zip(r.theta_labels(), map(float, th))), "theta_source": src,
         })
     paired = []
     for base in names:
         mean, (lo, hi) = mean_ci95(per_task[label] - per_task[base])
-        paired.append({"name": f"{label} - {base}", "mean_difference": mean, "ci95": [lo, hi]})
+        ci98 = seeds_tasks_ci(seed_accs - per_task[base][None, :])[1]  # seed by seed, on the same tasks
+        paired.append({"name": f"{label} - {base}", "mean_difference": mean, "ci95": [lo, hi], "ci98": list(ci98)})
     per_seed = []
     for s, (accs, th) in enumerate(zip(seed_accs, thetas)):
         if seeds is None:
@@ -421,6 +495,8 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
         "seed": seed,
         "baseline_tuning": tuning,
         "interval": "95% t-interval over tasks",
+        "ci98_interval": CI98_INTERVAL,
+        "ci98_resamples": CI_RESAMPLES,
     }
 
 
@@ -439,23 +515,44 @@ def evaluate_run(run_dir: str, *, seed_index: int | None = None, overrides: dict
                          seeds=[cfg.seed + i for i in indices], **options)
 
 
+def _headline(item: dict[str, Any]) -> list[float]:
+    """The interval the table shows for a rule or a paired difference: ``ci98`` (over seeds and
+    tasks), else ``ci95`` (results written before ``ci98`` existed)."""
+    return item.get("ci98") or item["ci95"]
+
+
+def _headline_note(seeds: int, tasks: int, resamples: int) -> str:
+    """The line under the table that says what its 98% CI is."""
+    how = f"percentile bootstrap, {resamples} resamples (JSON ci98; ci95 is the 95% t-interval over tasks)"
+    if seeds < 2:
+        return f"98% CI over tasks (one seed): {how}"
+    return (f"98% CI over seeds and tasks ({seeds} seeds × {tasks} tasks, resampled independently; the "
+            f"baselines' over tasks): {how}")
+
+
 def format_table(res: dict[str, Any]) -> str:
-    """The results as a plain-text table."""
+    """The results as a plain-text table; the line under it says which interval it shows."""
     w = max([8] + [len(r["name"]) for r in res["rules"]])
+    new = "ci98" in res["rules"][0]
     lines = [
         f"meta-test on {res['dataset']}: {res['rules'][0]['tasks']} tasks, {res['M']}-way, K={res['K']}, "
         f"Q={res['Q']}, classes {res['test_classes']}"
         + ("" if res["held_out"] else " (no held-out classes)"),
-        f"{'rule':<{w}} {'feedback':<8} {'mean acc':>8}  {'95% CI':<17}  theta",
+        f"{'rule':<{w}} {'feedback':<8} {'mean acc':>8}  {'98% CI' if new else '95% CI':<17}  theta",
     ]
     for r in res["rules"]:
         th = " ".join(f"{k}={v:+.5f}" for k, v in r["theta"].items()) if r["theta"] else "Θ per seed below"
-        lo, hi = r["ci95"]
+        lo, hi = _headline(r)
         lines.append(f"{r['name']:<{w}} {r['feedback']:<8} {r['mean_accuracy']:>8.4f}  [{lo:.4f}, {hi:.4f}]  "
                      f"{th} ({r['theta_source']})")
     for p in res["paired_differences"]:
-        lo, hi = p["ci95"]
+        lo, hi = _headline(p)
         lines.append(f"{p['name']}: {p['mean_difference']:+.4f} [{lo:+.4f}, {hi:+.4f}] (paired, same tasks)")
+    if new:
+        lines.append(_headline_note(res["rules"][0].get("seeds", 1), res["rules"][0]["tasks"],
+                                    res.get("ci98_resamples", CI_RESAMPLES)))
+    if res.get("per_seed"):
+        lines.append("per seed (95% t-interval over tasks):")
     for p in res.get("per_seed", []):
         lo, hi = p["ci95"]
         th = " ".join(f"{k}={v:+.5f}" for k, v in p["theta"].items())

@@ -208,3 +208,133 @@ def test_a_theta_given_by_hand_is_called_given(tmp_path):
     res = json.load(open(js))
     assert [r["name"] for r in res["rules"]] == ["given", "f0+bp", "f0+fa"]
     assert res["per_seed"] == [] and res["across_seeds"] is None
+
+
+# --- the headline interval: a two-way bootstrap over seeds and tasks ------------------------------
+
+
+def two_way_bootstrap_reference(acc, n_resamples, level=0.98, seed=0):
+    """The bootstrap of ``seeds_tasks_ci`` written plainly, one resample and one cell at a time,
+    from its documented draws: N task indices from default_rng([seed, 0]) and S seed indices
+    from default_rng([seed, 1]) per resample; the mean over every drawn seed × drawn task."""
+    acc = np.atleast_2d(np.asarray(acc, np.float64))
+    n_seeds, n_tasks = acc.shape
+    task_draws = np.random.default_rng([seed, 0]).integers(0, n_tasks, (n_resamples, n_tasks))
+    seed_draws = np.random.default_rng([seed, 1]).integers(0, n_seeds, (n_resamples, n_seeds))
+    means = []
+    for tasks, seeds in zip(task_draws, seed_draws):
+        total = 0.0
+        for s in seeds:
+            for t in tasks:
+                total += acc[s, t]
+        means.append(total / (n_seeds * n_tasks))
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return np.array(means), (lo, hi)
+
+
+def task_bootstrap_reference(accs, n_resamples, level=0.98, seed=0):
+    """A plain percentile bootstrap over tasks (one seed): resample the tasks, take the mean."""
+    accs = np.asarray(accs, np.float64)
+    draws = np.random.default_rng([seed, 0]).integers(0, len(accs), (n_resamples, len(accs)))
+    return tuple(np.quantile(accs[draws].mean(axis=1), [(1 - level) / 2, (1 + level) / 2]))
+
+
+def test_seeds_tasks_ci_equals_the_plain_two_way_bootstrap():
+    from plastic_jax.evaluate import seeds_tasks_ci, seeds_tasks_resamples
+
+    acc = np.random.default_rng(3).random((3, 7))
+    means, (lo, hi) = two_way_bootstrap_reference(acc, 300)
+    assert seeds_tasks_resamples(acc, 300) == pytest.approx(means, abs=1e-12)
+    m, ci = seeds_tasks_ci(acc, n_resamples=300)
+    assert m == pytest.approx(acc.mean()) and ci == pytest.approx((lo, hi), abs=1e-12)
+
+
+def test_the_bootstrap_variance_counts_seeds_and_tasks():
+    """Var of the resampled means = mean(r²)/S + mean(c²)/N + mean(e²)/(S·N) for the two-way
+    decomposition acc = mean + r_s + c_t + e_st (seed, task, residual effects); a bootstrap over
+    tasks alone would miss mean(r²)/S, a nested one (tasks drawn per seed) would divide the task
+    part by S."""
+    from plastic_jax.evaluate import seeds_tasks_resamples
+
+    rng = np.random.default_rng(0)
+    S, N = 4, 30
+    seeds = np.array([-0.12, -0.03, 0.04, 0.11])[:, None]
+    acc = 0.5 + seeds + rng.normal(0, 0.1, (1, N)) + rng.normal(0, 0.03, (S, N))
+    g = acc.mean()
+    r, c = acc.mean(axis=1) - g, acc.mean(axis=0) - g
+    e = acc - g - r[:, None] - c[None, :]
+    exact = (r**2).mean() / S + (c**2).mean() / N + (e**2).mean() / (S * N)
+    var = seeds_tasks_resamples(acc, 40_000, seed=5).var()
+    assert var == pytest.approx(exact, rel=0.05)  # sampling error of 40000 resamples: about 1%
+    assert (r**2).mean() / S > 0.5 * exact  # the seeds' part is most of it here
+
+
+def test_with_one_seed_the_interval_is_the_bootstrap_over_tasks():
+    from plastic_jax.evaluate import seeds_tasks_ci
+
+    accs = np.random.default_rng(1).random(25)
+    expected = task_bootstrap_reference(accs, 2000)
+    assert seeds_tasks_ci(accs)[1] == pytest.approx(expected, abs=1e-12)
+    assert seeds_tasks_ci(accs[None, :])[1] == pytest.approx(expected, abs=1e-12)
+    # seeds that agree task by task: resampling them changes nothing
+    assert seeds_tasks_ci(np.tile(accs, (4, 1)))[1] == pytest.approx(expected, abs=1e-12)
+
+
+def test_seeds_with_different_means_widen_the_interval():
+    from plastic_jax.evaluate import seeds_tasks_ci
+
+    tasks = np.random.default_rng(2).normal(0, 0.05, 40)
+    acc = np.array([0.3, 0.5, 0.7])[:, None] + tasks[None, :]  # the same tasks, different seed means
+    m, (lo, hi) = seeds_tasks_ci(acc)
+    _, (lo_t, hi_t) = seeds_tasks_ci(acc.mean(axis=0))  # over tasks only, of the seed-averaged accuracy
+    assert m == pytest.approx(0.5 + tasks.mean())
+    assert hi - lo > 5 * (hi_t - lo_t)
+    assert lo < lo_t < hi_t < hi
+
+
+def test_evaluate_reports_the_interval_over_seeds_and_tasks(three_seed_run, tmp_path, capsys):
+    """The learned rule's ci98 is the two-way bootstrap of its seeds × tasks accuracies, computed
+    here again from ``task_accuracies`` and the plain reference; the baselines' is over tasks."""
+    import jax.numpy as jnp
+
+    from plastic_jax.evaluate import CI98_INTERVAL, run_config, task_accuracies
+    from plastic_jax.experiment import build
+
+    js = str(tmp_path / "ev.json")
+    assert main(["evaluate", three_seed_run, "--tasks", "4", "--tune-tasks", "2", "--baseline-grid", "0.03,0.3",
+                 "--json", js]) == 0
+    printed = capsys.readouterr().out
+    assert "98% CI over seeds and tasks (3 seeds × 4 tasks" in printed
+    res = json.load(open(js))
+    assert res["ci98_interval"] == CI98_INTERVAL and "98% CI over seeds and tasks" in CI98_INTERVAL
+    assert res["interval"] == "95% t-interval over tasks"  # the earlier keys are kept as they were
+
+    cfg = run_config(three_seed_run)
+    data, _, rule, spec = build(cfg)
+    ci = build_class_index(data, class_split(cfg, data.n_classes)[1])
+    summary = json.load(open(os.path.join(three_seed_run, "summary.json")))
+    thetas = np.array([[t[k] for k in ("F0", "F2", "F9")] for t in summary["theta"]], np.float32)
+    keys = stream_keys(0, EVAL_STREAM, 4)
+    each = np.asarray(task_accuracies(jnp.asarray(thetas), keys, ci, rule=rule, spec=spec))
+    learned = res["rules"][0]
+    assert learned["mean_accuracy"] == pytest.approx(each.mean())
+    assert learned["ci98"] == pytest.approx(two_way_bootstrap_reference(each, 2000)[1], abs=1e-9)
+    m, (lo, hi) = mean_ci95(each.mean(axis=0))
+    assert learned["ci95"] == pytest.approx([lo, hi])  # unchanged: the t-interval over tasks
+    for r in res["rules"][1:]:
+        lo, hi = r["ci98"]
+        assert lo <= r["mean_accuracy"] <= hi
+    for p in res["paired_differences"]:
+        assert len(p["ci98"]) == 2 and len(p["ci95"]) == 2
+
+
+def test_the_table_of_results_without_ci98_still_prints():
+    """Results written before ``ci98`` existed (e.g. an older --json) print with their 95% CI."""
+    from plastic_jax.evaluate import format_table
+
+    rule = {"name": "learned", "tasks": 2, "feedback": "fa", "mean_accuracy": 0.5, "ci95": [0.4, 0.6],
+            "theta": {"F0": 0.1}, "theta_source": "given"}
+    res = {"dataset": "digits", "rules": [rule], "M": 5, "K": 3, "Q": 2, "test_classes": [0, 1], "held_out": True,
+           "paired_differences": [], "per_seed": [], "across_seeds": None}
+    table = format_table(res)
+    assert "95% CI" in table and "[0.4000, 0.6000]" in table and "98%" not in table
