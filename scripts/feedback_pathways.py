@@ -9,13 +9,13 @@
 
 **The matrix**: the rules ``--rules`` (default f0, bio) × the feedback modes ``--modes`` (default
 bp, fa, dfa, sign, kp, plastic, routing), each one ``plastic-jax meta-train`` subprocess with the
-paper-scale flags of scripts/reproduce.py (``paper_argv``): the offline 47-class ``glyphs`` data,
+paper-scale flags of ``plastic_jax.paper.paper_argv``: the offline 47-class ``glyphs`` data,
 10 classes held out (--holdout 0.21), the paper's network 784-170-130-100-70-47, M = 5, K = 50,
 Q = 10, Adam 1e-3, θ0 = 1e-3, ``--episodes`` (300) episodes, ``--seeds`` (3) seeds vmapped,
 alignment every 10 episodes, a checkpoint every 25, ``--max-skips 0``, into RUNS/<rule>-<mode>
 (``--runs``, default runs/feedback). A finished run is skipped, an unfinished one resumed from its
-checkpoint, one whose config.json differs is left alone and named (reproduce.py's ``paper_status``
-and ``train_paper``); each invocation's wall seconds are appended to RUN_DIR/wall_seconds.txt.
+checkpoint, one whose config.json differs is left alone and named (``plastic_jax.paper``'s
+``paper_status`` and ``train_paper``); each invocation's wall seconds are appended to RUN_DIR/wall_seconds.txt.
 
 **The report** (``--report-only``, or after training) replaces the section "Feedback pathways"
 between the ``feedback-pathways`` markers of ``--results`` (docs/RESULTS.md; appended at the end
@@ -23,7 +23,8 @@ when the markers are absent; the rest of the file is kept) and draws its figures
 ``--figures`` (docs/figures/feedback): per rule a table of the modes (last-100-episode accuracy
 with its 98% bootstrap CI over seeds, the seeds' accuracies, the alignment angle of each hidden
 layer at the end, the final Θ, Θ^B and the routing gates sigmoid(φ)), the missing or unfinished
-runs named as such, and findings computed from those numbers (finished runs only).
+runs named as such, and findings computed from those numbers (finished runs only):
+``plastic_jax.paper.feedback``.
 
 Hidden options for tests (tiny configs): ``--dataset``, ``--data-dir``, ``--holdout``, ``--hidden``,
 ``--M``, ``--K``, ``--Q``, ``--analysis-every``, ``--checkpoint-every``, ``--extra-flags`` (appended
@@ -33,48 +34,14 @@ after a run's own flags: the last flag wins).
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
-import warnings
 
-import numpy as np
+from plastic_jax.config import ConfigError
+from plastic_jax.paper import PaperRun, paper_status, train_paper, write_section
+from plastic_jax.paper.feedback import BEGIN, END, MODES, RULES, FeedbackReport, draw
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import reproduce  # noqa: E402
-from reproduce import (  # noqa: E402
-    N_CLASSES,
-    N_INPUTS,
-    PaperRun,
-    ci_separated,
-    fmt_theta,
-    last_window,
-    paper_status,
-    seed_outcomes,
-    train_paper,
-    wall_seconds,
-    write_section,
-)
-
-from plastic_jax import rundir  # noqa: E402
-from plastic_jax.config import ConfigError  # noqa: E402
-from plastic_jax.plots import load_run, nan_moving_average, seed_band  # noqa: E402
-from plastic_jax.stats import bootstrap_ci  # noqa: E402
-
-BEGIN = "<!-- feedback-pathways:begin -->"
-END = "<!-- feedback-pathways:end -->"
-RULES = ("f0", "bio")
-#: the modes of plastic_jax.feedback.FEEDBACK_MODES, in its order
-MODES = ("bp", "fa", "dfa", "sign", "kp", "plastic", "routing")
-#: alignment "at the end": the mean of a seed's last this many analysis records
-END_RECORDS = 5
-#: a gate whose sigmoid(φ) stays within this of ½ in every seed is said to have stayed at ½
-GATE_TOL = 0.01
-#: the last-N-episodes window of the accuracy
-WINDOW = 100
-
+__all__ = ["BEGIN", "END", "MODES", "RULES", "main", "matrix", "override_flags", "paper_status", "parse_args"]
 
 # =========================================================================== arguments and the matrix
 
@@ -88,7 +55,8 @@ def _names(text: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
     return out
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``rule_list`` and ``mode_list`` added (checked), ``quick`` False."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rules", default=",".join(RULES), help="rules, comma-separated (default: %(default)s)")
     p.add_argument("--modes", default=",".join(MODES), help="feedback modes, comma-separated (default: %(default)s)")
@@ -113,12 +81,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.rule_list = _names(args.rules, RULES + ("pool", "ehebb", "oja"), "rules")
     args.mode_list = _names(args.modes, MODES, "modes")
-    # what reproduce.paper_argv reads
+    # what plastic_jax.paper.paper_argv reads
     args.quick = False
     return args
 
 
-def override_flags(args) -> tuple[str, ...]:
+def override_flags(args: argparse.Namespace) -> tuple[str, ...]:
     """The hidden options given, as meta-train flags, then --extra-flags."""
     out: list[str] = []
     for flag in ("--holdout", "--hidden", "--M", "--K", "--Q", "--analysis-every", "--checkpoint-every"):
@@ -128,432 +96,18 @@ def override_flags(args) -> tuple[str, ...]:
     return tuple(out + shlex.split(args.extra_flags))
 
 
-def matrix(args) -> list[PaperRun]:
+def matrix(args: argparse.Namespace) -> list[PaperRun]:
     """The runs, rule-major: RUNS/<rule>-<mode> with ``--rule R --feedback F`` (and the overrides)."""
     extra = override_flags(args)
     return [PaperRun(f"{r}-{m}", r, ("--rule", r, "--feedback", m, *extra))
             for r in args.rule_list for m in args.mode_list]
 
 
-# =========================================================================== per-run numbers
-
-
-def sigmoid(x):
-    x = np.asarray(x, np.float64)
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-x))
-
-
-def kind_of(label: str) -> str:
-    """``coef`` (F…), ``B`` (Θ^B of plastic) or ``gate`` (φ of routing)."""
-    return "B" if label.startswith("B:") else "gate" if label.startswith("gate@") else "coef"
-
-
-class Result:
-    """One run of the matrix: its status and, when it logged anything, its numbers."""
-
-    def __init__(self, st):
-        self.st = st
-        self.name = st.run.name
-        self.rule, self.mode = st.run.group, st.run.name[len(st.run.group) + 1:]
-        self.run = None
-        self.error = ""
-        if st.state not in ("missing", "conflict") and os.path.exists(os.path.join(st.out, rundir.METRICS)):
-            try:
-                self.run = load_run(st.out)
-            except ConfigError as e:  # an empty metrics.jsonl: the run has just started
-                self.error = str(e)
-        if self.run is None:
-            return
-        r = self.run
-        self.acc = last_window(r, WINDOW)[0]  # (S,)
-        self.outcomes = seed_outcomes(r, WINDOW)
-        self.align = None  # (S, L-1): the hidden layers, mean of the last END_RECORDS analysis records
-        if r.alignment is not None and r.alignment.shape[1]:
-            a = r.alignment[:, -END_RECORDS:, :-1]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                self.align = np.nanmean(np.where(np.isfinite(a), a, np.nan), axis=1)
-        # final Θ per seed: summary.json's when finished, else the last logged record's
-        summary = rundir.read_summary(st.out)
-        if st.state == "done" and summary is not None and summary.get("theta"):
-            rows = summary["theta"]
-            labels = sorted({k for row in rows for k in row}, key=rundir.theta_key_order)
-            self.theta = {k: np.array([np.nan if row.get(k) is None else row[k] for row in rows], float)
-                          for k in labels}
-            self.theta_from = "summary.json"
-        else:
-            self.theta = {k: v[:, -1] for k, v in r.theta.items()}
-            self.theta_from = f"episode {int(r.episodes[-1])}"
-
-    @property
-    def done(self) -> bool:
-        return self.st.state == "done" and self.run is not None
-
-    @property
-    def logged(self) -> int:
-        return 0 if self.run is None else len(self.run.episodes)
-
-    def status(self) -> str:
-        st = self.st
-        wall = wall_seconds(st.out)
-        w = "" if wall is None else f", {fmt_wall(wall)}"
-        if st.state == "done":
-            return f"done{w}"
-        if st.state == "missing":
-            return "missing"
-        if st.state == "conflict":
-            return "conflict: " + st.note
-        how = "running" if st.state == "running" else "unfinished"
-        note = f"; {st.note}" if st.note and st.state != "running" else ""
-        return f"{how}: {self.logged} of {st.cfg.episodes} episodes logged{note}{w}"
-
-    def gates(self) -> dict[str, np.ndarray]:
-        """label -> the seeds' g = sigmoid(φ)."""
-        return {k: sigmoid(v) for k, v in self.theta.items() if kind_of(k) == "gate"}
-
-    def theta_of(self, kind: str) -> dict[str, np.ndarray]:
-        return {k: v for k, v in self.theta.items() if kind_of(k) == kind}
-
-
-def fmt_wall(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
-
-
-def fmt_acc(acc: np.ndarray) -> str:
-    """Mean over seeds in %, with the 98% bootstrap CI over seeds (reproduce.fmt_ci) when ≥ 2 seeds."""
-    if len(acc) < 2:
-        return f"{100 * float(np.mean(acc)):.1f} (1 seed, no CI)"
-    return reproduce.fmt_ci(acc)
-
-
-def coef_name(label: str) -> str:
-    if kind_of(label) == "coef":
-        return "θ" + label[1:]
-    if kind_of(label) == "B":
-        return "θ^B_" + label[2:]
-    return "g_" + label[len("gate@"):]
-
-
-# =========================================================================== the section
-
-
-class Report:
-    def __init__(self, args, statuses, argv: list[str]):
-        self.args, self.argv = args, argv
-        self.results = [Result(st) for st in statuses]
-        self.by = {(r.rule, r.mode): r for r in self.results}
-        self.rel = os.path.relpath(args.figures, os.path.dirname(os.path.abspath(args.results)))
-        self.cfg = statuses[0].cfg
-
-    # ------------------------------------------------------------ helpers
-    def setup(self) -> str:
-        c = self.cfg
-        n_in = N_INPUTS.get(c.dataset, "?")
-        C = N_CLASSES.get(c.dataset)
-        net = "-".join(str(n) for n in (n_in, *c.hidden, C if C is not None else "?"))
-        held = ""
-        if C is not None and c.holdout:
-            from plastic_jax.config import class_split
-
-            test = class_split(c, C)[1] or ()
-            held = (f", {len(test)} of its {C} classes held out for meta-test (--holdout {c.holdout:g}, never "
-                    "trained on)")
-        data = f"`{c.dataset}`" + (" (offline, printed characters with random distortions)"
-                                   if c.dataset == "glyphs" else "")
-        return (f"Setup: data {data}{held}; network {net} (softplus); M = {c.M}, K = {c.K}, Q = {c.Q}; "
-                f"{c.episodes} episodes, {c.seeds} seeds (vmapped) per run; Adam, meta-lr {c.meta_lr:g}; "
-                f"θ0 = {c.theta0:g} (every other θ, Θ^B and φ start at 0: gates at ½); alignment logged every "
-                f"{c.analysis_every} episodes and at the last; `--max-skips 0`.")
-
-    def done(self, rule: str, mode: str) -> Result | None:
-        r = self.by.get((rule, mode))
-        return r if r is not None and r.done else None
-
-    # ------------------------------------------------------------ tables
-    def table(self, rule: str) -> list[str]:
-        rows = [r for r in self.results if r.rule == rule]
-        L1 = max((r.align.shape[1] for r in rows if r.run is not None and r.align is not None),
-                 default=len(self.cfg.hidden))
-        layers = "α_1" if L1 == 1 else f"α_1 … α_{L1}"
-        head = (f"| mode | status | accuracy, last {WINDOW} episodes, % [98% CI] | per seed, % | alignment {layers} at "
-                "the end, ° | Θ (final, mean over seeds) | Θ^B / gates g = sigmoid(φ) |")
-        out = [head, "| --- | --- | --- | --- | --- | --- | --- |"]
-        for r in rows:
-            if r.run is None:
-                why = r.status() + (f" ({r.error})" if r.error else "")
-                out.append(f"| {r.mode} | {why} | – | – | – | – | – |")
-                continue
-            seeds = []
-            for i, s in enumerate(r.run.seeds):
-                kind = r.outcomes.get(s, ("learned", ""))[0]
-                seeds.append(f"{100 * r.acc[i]:.1f}" + ("" if kind == "learned" else f" ({kind})"))
-            al = "–" if r.align is None else ", ".join(f"{v:.1f}" for v in np.nanmean(r.align, axis=0))
-            coefs = ", ".join(f"{coef_name(k)} {fmt_theta(float(np.nanmean(v)))}"
-                              for k, v in r.theta_of("coef").items())
-            fb = [f"{coef_name(k)} {fmt_theta(float(np.nanmean(v)))}" for k, v in r.theta_of("B").items()]
-            fb += [f"{coef_name(k)} {float(np.nanmean(v)):.3f}" for k, v in r.gates().items()]
-            th_note = "" if r.theta_from == "summary.json" else f" (at {r.theta_from})"
-            out.append(f"| {r.mode} | {r.status()} | {fmt_acc(r.acc)} | {', '.join(seeds)} | {al} | "
-                       f"{coefs}{th_note} | {', '.join(fb) if fb else '–'} |")
-        return out
-
-    # ------------------------------------------------------------ findings
-    def findings(self, rule: str) -> list[str]:
-        out: list[str] = []
-        done = {m: self.done(rule, m) for m in self.args.mode_list}
-        done = {m: r for m, r in done.items() if r is not None}
-        if not done:
-            return [f"- `{rule}`: no finished run yet."]
-        if len(done) == 1:
-            out.append(f"- `{rule}`: only {next(iter(done))} has finished: no comparison between modes.")
-        acc = {m: r.acc for m, r in done.items()}
-        mean = {m: 100 * float(np.mean(a)) for m, a in acc.items()}
-        few = [m for m, a in acc.items() if len(a) < 2]
-        if few:
-            out.append(f"- `{rule}`: {', '.join(few)} finished with one seed: no CI, left out of the CI comparisons.")
-        multi = {m: a for m, a in acc.items() if len(a) >= 2}
-        # against fa
-        if "fa" in multi:
-            others = [m for m in multi if m != "fa"]
-            above = [m for m in others if ci_separated(multi[m], multi["fa"]) == 1]
-            below = [m for m in others if ci_separated(multi[m], multi["fa"]) == -1]
-            overlap = [m for m in others if m not in above and m not in below]
-            parts = [f"{w}: {', '.join(ms)}" for w, ms in (("above fa's", above), ("below fa's", below),
-                                                          ("overlapping fa's", overlap)) if ms]
-            if parts:
-                out.append(f"- `{rule}`, last-100-episode accuracy against fa ({fmt_acc(multi['fa'])}%), the "
-                           "mode's 98% CI lies " + "; ".join(parts) + ".")
-        elif multi:
-            out.append(f"- `{rule}`: fa has not finished: no comparison with fa.")
-        # kp and sign against bp, as a share of the fa → bp gap
-        if "bp" in multi:
-            for m in ("kp", "sign"):
-                if m not in multi:
-                    continue
-                c = ci_separated(multi[m], multi["bp"])
-                rel = {1: "lies above", -1: "lies below", 0: "overlaps"}[c]
-                s = (f"- `{rule}`: {m}'s CI {rel} bp's ({mean[m]:.1f}% vs {mean['bp']:.1f}%, "
-                     f"{mean[m] - mean['bp']:+.1f} points)")
-                if "fa" in multi and ci_separated(multi["bp"], multi["fa"]) == 1:
-                    share = (mean[m] - mean["fa"]) / (mean["bp"] - mean["fa"])
-                    s += f"; it covers {100 * share:.0f}% of the gap from fa ({mean['fa']:.1f}%) to bp"
-                elif "fa" in multi:
-                    s += "; bp's CI does not lie above fa's, so no fa → bp gap is measured"
-                out.append(s + ".")
-        # alignment: the modes by their mean hidden-layer angle
-        al = {m: float(np.nanmean(r.align)) for m, r in done.items() if r.align is not None}
-        if len(al) >= 2:
-            order = sorted(al, key=lambda m: al[m])
-            out.append(f"- `{rule}`: mean alignment angle over the hidden layers at the end, smallest first: "
-                       + ", ".join(f"{m} {al[m]:.1f}°" for m in order) + ".")
-            if "fa" in al:
-                lower = [m for m, r in done.items() if m != "fa" and r.align is not None
-                         and done["fa"].align.shape[1] == r.align.shape[1]
-                         and bool(np.all(np.nanmean(r.align, axis=0) < np.nanmean(done["fa"].align, axis=0)))]
-                if lower:
-                    out.append(f"- `{rule}`: a smaller angle than fa's at every hidden layer: {', '.join(lower)}.")
-        # routing: where the gates went
-        if "routing" in done:
-            for k, g in done["routing"].gates().items():
-                n = len(g)
-                up, down = int((g > 0.5 + GATE_TOL).sum()), int((g < 0.5 - GATE_TOL).sum())
-                s = f"- `{rule}`+routing: {coef_name(k)} = sigmoid(φ) ended at {np.nanmean(g):.3f} (seeds " + \
-                    ", ".join(f"{v:.3f}" for v in g) + "): "
-                if up == n:
-                    s += f"above ½ + {GATE_TOL:g} in every seed, towards the layer-wise (fa) signal"
-                elif down == n:
-                    s += f"below ½ − {GATE_TOL:g} in every seed, towards the direct (dfa) signal"
-                elif up == 0 and down == 0:
-                    s += f"within {GATE_TOL:g} of its start ½ in every seed"
-                else:
-                    s += f"above ½ + {GATE_TOL:g} in {up}, below ½ − {GATE_TOL:g} in {down} of {n} seeds"
-                out.append(s + ".")
-        # plastic: how Θ^B moved from 0
-        if "plastic" in done:
-            moves = []
-            for k, v in done["plastic"].theta_of("B").items():
-                pos, neg = int((v > 0).sum()), int((v < 0).sum())
-                sign = (f"positive in all {len(v)} seeds" if pos == len(v) else f"negative in all {len(v)} seeds"
-                        if neg == len(v) else f"positive in {pos}, negative in {neg} of {len(v)} seeds")
-                moves.append(f"{coef_name(k)} from 0 to {fmt_theta(float(np.nanmean(v)))} ({sign}, largest |θ^B| of "
-                             f"a seed {float(np.nanmax(np.abs(v))):.3g})")
-            if moves:
-                out.append(f"- `{rule}`+plastic: Θ^B moved " + "; ".join(moves) + ".")
-        # seeds that did not learn
-        bad = [f"{m} seed {s} ({kind})" for m, r in done.items() for s, (kind, _) in r.outcomes.items()
-               if kind != "learned"]
-        if bad:
-            out.append(f"- `{rule}`: seeds that diverged or sit in the uniform-output minimum: {', '.join(bad)} "
-                       "(in the means above).")
-        return out
-
-    def rule_findings(self) -> list[str]:
-        """bio against f0, mode by mode, where both finished with ≥ 2 seeds."""
-        if not {"f0", "bio"} <= set(self.args.rule_list):
-            return []
-        above, below, overlap = [], [], []
-        for m in self.args.mode_list:
-            a, b = self.done("bio", m), self.done("f0", m)
-            if a is None or b is None or len(a.acc) < 2 or len(b.acc) < 2:
-                continue
-            {1: above, -1: below, 0: overlap}[ci_separated(a.acc, b.acc)].append(m)
-        parts = [f"{w}: {', '.join(ms)}" for w, ms in (("above f0's", above), ("below f0's", below),
-                                                      ("overlapping f0's", overlap)) if ms]
-        return ["- bio against f0 with the same feedback: bio's 98% CI of the last-100-episode accuracy lies "
-                + "; ".join(parts) + "."] if parts else []
-
-    # ------------------------------------------------------------ the whole section
-    def build(self) -> str:
-        a = self.args
-        cmd = "python scripts/feedback_pathways.py " + shlex.join(self.argv)
-        train = ["python", "scripts/feedback_pathways.py", "--train-only"] + [
-            x for x in self.argv if x not in ("--report-only", "--train-only", "--dry-run")]
-        L = ["## Feedback pathways", "",
-             f"Generated by `{cmd.strip()}` (scripts/feedback_pathways.py; edits between the markers are "
-             "overwritten). The feedback modes of docs/METHOD.md §9 (`--feedback` bp, fa, dfa, sign, kp, plastic, "
-             "routing), each meta-trained with the rules " + ", ".join(f"`{r}`" for r in a.rule_list) + ".", "",
-             self.setup(), "",
-             f"Accuracy: the mean query accuracy of each seed over its last {WINDOW} episodes, then the mean over "
-             "seeds with its 98% percentile-bootstrap CI over seeds (500 resamples; `plastic_jax.stats.bootstrap_ci`, "
-             "as reproduce.py). A seed marked (uniform) or (diverged) is diagnosed as in reproduce.py. Alignment: "
-             f"α_ℓ of each hidden layer (degrees; the output layer's is 0 by construction), the mean of each seed's "
-             f"last {END_RECORDS} analysis records, then over seeds. Θ, Θ^B: summary.json's final values, mean over "
-             "seeds; gates: sigmoid(φ) of each seed, then the mean; g_ℓ mixes the error e_ℓ of neuron layer ℓ (g_0: "
-             "the input layer's e_0, which only terms with a pre-synaptic error read; α_ℓ measures e_ℓ). An "
-             "unfinished run's numbers are those logged so far (its Θ at the last logged episode); the findings use "
-             "finished runs only.", ""]
-        for rule in a.rule_list:
-            L += [f"### Rule `{rule}`", "", *self.table(rule), ""]
-            if os.path.exists(os.path.join(a.figures, f"accuracy-{rule}.png")):
-                L += [f"![accuracy, {rule}]({self.rel}/accuracy-{rule}.png)", ""]
-        figs = [(f, t) for f, t in (("alignment.png", "alignment at the end"),
-                                    ("meta-params.png", "Θ^B and gates over meta-training"))
-                if os.path.exists(os.path.join(a.figures, f))]
-        if figs:
-            L += [" ".join(f"![{t}]({self.rel}/{f})" for f, t in figs), ""]
-        todo = [r.name for r in self.results if r.st.state != "done"]
-        if todo:
-            L += [f"Not finished: {', '.join(todo)}. `{shlex.join(train)}` starts the missing and resumes the "
-                  "unfinished (finished runs are skipped).", ""]
-        walls = [w for w in (wall_seconds(r.st.out) for r in self.results) if w is not None]
-        if walls:
-            L += [f"Wall time of the runs (wall_seconds.txt): {fmt_wall(sum(walls))} in all.", ""]
-        L += ["### Findings", "",
-              "Plain comparisons of the numbers above (finished runs only; \"lies above\" means the two 98% CIs "
-              "do not overlap).", ""]
-        for rule in a.rule_list:
-            L += self.findings(rule)
-        L += self.rule_findings()
-        return "\n".join(L) + "\n"
-
-
-# =========================================================================== figures
-
-
-def mode_color(mode: str):
-    import matplotlib.pyplot as plt
-
-    return plt.get_cmap("tab10")(MODES.index(mode) % 10)
-
-
-def _save_figure(fig, path: str, drawn: list[str]) -> None:
-    """Lay out, write (PNG, 120 dpi) and close ``fig``; record ``path`` in ``drawn``."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    drawn.append(path)
-
-
-def draw(rep: Report) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    a = rep.args
-    os.makedirs(a.figures, exist_ok=True)
-    drawn = []
-    for rule in a.rule_list:
-        rs = [r for r in rep.results if r.rule == rule and r.run is not None]
-        path = os.path.join(a.figures, f"accuracy-{rule}.png")
-        if not rs:
-            if os.path.exists(path):
-                os.remove(path)
-            continue
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for r in rs:
-            ma = nan_moving_average(r.run.accuracy, a.window, axis=1)
-            m, lo, hi, _ = seed_band(ma)
-            label = r.mode + ("" if r.done else f" ({r.logged} of {r.st.cfg.episodes} episodes)")
-            ax.plot(r.run.episodes, 100 * m, color=mode_color(r.mode), label=label, lw=1.5)
-            if len(r.run.seeds) > 1:
-                ax.fill_between(r.run.episodes, 100 * lo, 100 * hi, color=mode_color(r.mode), alpha=0.15, lw=0)
-        ax.set_xlabel("episode")
-        ax.set_ylabel(f"query accuracy, %, {a.window}-episode moving average")
-        ax.set_title(f"{rule}: accuracy by feedback mode (mean over seeds, 98% band)", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        _save_figure(fig, path, drawn)
-    # alignment at the end: grouped bars, one panel per rule
-    path = os.path.join(a.figures, "alignment.png")
-    with_al = [rule for rule in a.rule_list
-               if any(r.rule == rule and r.run is not None and r.align is not None for r in rep.results)]
-    if with_al:
-        fig, axes = plt.subplots(1, len(with_al), figsize=(6 * len(with_al), 3.8), squeeze=False)
-        for ax, rule in zip(axes[0], with_al):
-            rs = [r for r in rep.results if r.rule == rule and r.run is not None and r.align is not None]
-            n_l = max(r.align.shape[1] for r in rs)
-            w = 0.8 / len(rs)
-            for i, r in enumerate(rs):
-                x = np.arange(r.align.shape[1]) + (i - (len(rs) - 1) / 2) * w
-                m = np.nanmean(r.align, axis=0)
-                kw = {}
-                if r.align.shape[0] > 1:
-                    _, lo, hi = bootstrap_ci(r.align, level=0.98, n_resamples=500)
-                    kw = dict(yerr=np.vstack([m - lo, hi - m]), capsize=2)
-                label = r.mode + ("" if r.done else " (unfinished)")
-                ax.bar(x, m, w, color=mode_color(r.mode), label=label, **kw)
-            ax.set_xticks(np.arange(n_l), [f"α_{l + 1}" for l in range(n_l)])
-            ax.set_ylabel("alignment angle at the end, °")
-            ax.set_title(f"{rule}: hidden layers (mean over seeds, 98% CI)", fontsize=10)
-            ax.grid(alpha=0.3, axis="y")
-            ax.legend(fontsize=7)
-        _save_figure(fig, path, drawn)
-    elif os.path.exists(path):
-        os.remove(path)
-    # Θ^B (plastic) and the gates (routing) over meta-training
-    path = os.path.join(a.figures, "meta-params.png")
-    panels = [(r, kind) for r in rep.results if r.run is not None
-              for kind in ("B", "gate") if any(kind_of(k) == kind for k in r.run.theta)]
-    if panels:
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
-        for ax, (r, kind) in zip(axes[0], panels):
-            keys = [k for k in r.run.theta if kind_of(k) == kind]
-            cmap = plt.get_cmap("tab10")
-            for j, k in enumerate(keys):
-                v = r.run.theta[k]
-                v = sigmoid(v) if kind == "gate" else v
-                for s in range(v.shape[0]):
-                    ax.plot(r.run.episodes, v[s], color=cmap(j % 10), lw=0.6, alpha=0.35)
-                ax.plot(r.run.episodes, np.nanmean(v, axis=0), color=cmap(j % 10), lw=1.6, label=coef_name(k))
-            ax.axhline(0.5 if kind == "gate" else 0.0, color="0.4", ls="--", lw=0.8)
-            ax.set_xlabel("episode")
-            ax.set_title(f"{r.name}: " + ("gates g = sigmoid(φ)" if kind == "gate" else "Θ^B"), fontsize=10)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        _save_figure(fig, path, drawn)
-    elif os.path.exists(path):
-        os.remove(path)
-    return drawn
-
-
 # =========================================================================== main
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Train (unless --report-only), then draw and write the section (unless --train-only)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
@@ -567,7 +121,7 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"feedback_pathways.py: error: {e}", file=sys.stderr)
         return 2
-    rep = Report(args, statuses, argv)
+    rep = FeedbackReport(args, statuses, argv)
     for path in draw(rep):
         print(f"drew {path}", flush=True)
     write_section(args.results, rep.build(), BEGIN, END)

@@ -18,6 +18,8 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import feedback_pathways as fp  # noqa: E402
 
+from plastic_jax.paper import fmt_ci  # noqa: E402
+
 HEAD = "# Results\n\nintro, kept\n\n"
 TAIL = "\n\n## Later section\n\nalso kept\n"
 OLD = f"{fp.BEGIN}\nthe old section\n{fp.END}"
@@ -92,8 +94,8 @@ def test_report_from_fake_runs(tmp_path):
     assert "θ0 = 0.001" in sec and "40 episodes, 3 seeds" in sec
     rows = {line.split(" | ")[0][2:]: line for line in sec.split("### Rule `bio`")[0].splitlines()
             if line.startswith("| ") and not line.startswith("| mode") and not line.startswith("| ---")}
-    # accuracy: mean over seeds and reproduce.py's 98% bootstrap CI; the seeds; α of the 2 hidden layers
-    assert f"| {fp.reproduce.fmt_ci(np.array([0.80, 0.81, 0.82]))} | 80.0, 81.0, 82.0 | 1.0, 1.0 |" in rows["bp"]
+    # accuracy: mean over seeds and plastic_jax.paper's 98% bootstrap CI; the seeds; α of the 2 hidden layers
+    assert f"| {fmt_ci(np.array([0.80, 0.81, 0.82]))} | 80.0, 81.0, 82.0 | 1.0, 1.0 |" in rows["bp"]
     assert "| 81.0, 71.0 |" in rows["fa"]  # the seeds at 80, 81, 82 and 70, 71, 72
     assert "done, 100 s" in rows["fa"]
     assert "unfinished: 15 of 40 episodes logged" in rows["dfa"]

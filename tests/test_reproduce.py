@@ -1,11 +1,16 @@
 """scripts/reproduce.py: the --quick pipeline runs and the RESULTS.md section is replaced in place."""
 
+import json
 import os
+import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from plastic_jax import rundir
+from plastic_jax.paper import report as paper_report
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -111,7 +116,7 @@ def test_paper_matrix_matches_the_runs_on_disk():
             continue
         args.runs = os.path.join(ROOT, "runs", "paper")
         new = reproduce.config_of(reproduce.paper_argv(run, args))
-        assert reproduce.config_differences(reproduce.rundir.read_config(path), new) == [], run.name
+        assert reproduce.config_differences(rundir.read_config(path), new) == [], run.name
         checked += 1
     if not checked:
         pytest.skip("no paper-scale run in runs/paper/")
@@ -163,7 +168,7 @@ def _fake_run(cfg, episodes, *, acc=0.5, loss=1.0, align=None, ortho=None, theta
     train, test = class_split(cfg, reproduce.N_CLASSES[cfg.dataset])
     cfg.extra = {"class_split": {"train": list(train), "test": list(test)}} if test else {}
     with open(os.path.join(cfg.out, "config.json"), "w") as f:
-        reproduce.json.dump(cfg.to_json(), f)
+        json.dump(cfg.to_json(), f)
     terms = rule_of(cfg).terms
     L = len(cfg.hidden) + 1
     rng = np.random.default_rng(0)
@@ -180,10 +185,10 @@ def _fake_run(cfg, episodes, *, acc=0.5, loss=1.0, align=None, ortho=None, theta
                 if cfg.analysis_every and (ep % cfg.analysis_every == 0 or ep == cfg.episodes - 1):
                     rec["alignment"] = [*(align or [80.0] * (L - 1)), 0.0]
                     rec["orthonormality"] = list(ortho or [10.0] * L)
-                f.write(reproduce.json.dumps(rec) + "\n")
+                f.write(json.dumps(rec) + "\n")
     if summary:
         with open(os.path.join(cfg.out, "summary.json"), "w") as f:
-            reproduce.json.dump({"episodes": cfg.episodes, "seeds": list(range(cfg.seeds)),
+            json.dump({"episodes": cfg.episodes, "seeds": list(range(cfg.seeds)),
                                  "theta": [theta or {f"F{t}": 0.01 for t in terms}] * cfg.seeds}, f)
 
 
@@ -205,7 +210,7 @@ def test_paper_status_done_partial_conflict_running(tmp_path):
     _fake_run(other, args.episodes)
     _fake_run(reproduce.config_of(st["oja-fa"].argv), 1, summary=False)
     with open(os.path.join(st["oja-fa"].out, ".lock"), "w") as f:
-        f.write(reproduce.json.dumps({"pid": os.getpid(), "host": reproduce.socket.gethostname()}))
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     args, st = _statuses(tmp_path)
     assert st["f0-fa"].state == "done" and st["f0-fa"].done == args.episodes
     assert st["f0-bp"].state == "partial" and st["f0-bp"].done == 2
@@ -230,7 +235,7 @@ def test_seed_outcomes_name_the_degenerate_seeds(tmp_path):
                                 2: {"loss": float("nan"), "acc": 0.1, "skipped": True}})
     run = reproduce.load_run(cfg.out)
     out = reproduce.seed_outcomes(run)
-    assert [k for k, _ in out.values()] == ["learned", "uniform", "diverged"]
+    assert [k for k, _ in out.values()] == ["learned", "collapsed", "diverged"]
     assert "≈ ln 10 = 2.303" in out[1][1] and "3 skipped updates" in out[2][1]
     surv, count = reproduce.survivors(run, [0])
     assert "F0" in surv and count["F0"] == 1
@@ -257,9 +262,9 @@ def test_report_only_builds_every_section_from_fabricated_runs(tmp_path, monkeyp
         "runs": {"bio-fa": {"key": {}, "seeds": [
             {"seed_index": i, "mean_accuracy": 0.6 + 0.01 * i, "ci95": [0.5, 0.7],
              "paired": {"f0+bp": [0.1, 0.0, 0.2], "f0+fa": [0.3, 0.2, 0.4]}} for i in range(2)]}}}
-    (tmp_path / "figs" / "meta_test.json").write_text(reproduce.json.dumps(cache))
+    (tmp_path / "figs" / "meta_test.json").write_text(json.dumps(cache))
     drawn = []
-    monkeypatch.setattr(reproduce, "plot_runs", lambda runs, out, **kw: drawn.append((out, [r.label for r in runs])))
+    monkeypatch.setattr(paper_report, "plot_runs", lambda runs, out, **kw: drawn.append((out, [r.label for r in runs])))
     assert reproduce.main(["--scale", "paper", "--quick", "--report-only", "--runs", str(tmp_path / "runs"),
                            "--figures", str(tmp_path / "figs"), "--results", str(tmp_path / "R.md")]) == 0
     text = (tmp_path / "R.md").read_text()
@@ -297,7 +302,7 @@ def test_quick_paper_scale_trains_resumes_evaluates_and_reports(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "== f0-fa: resuming" in proc.stdout and "resuming" in proc.stderr
-    assert len(reproduce.rundir.read_records(str(tmp_path / "runs" / "f0-fa"))) == 4 * 2
+    assert len(rundir.read_records(str(tmp_path / "runs" / "f0-fa"))) == 4 * 2
     assert len((tmp_path / "runs" / "f0-fa" / "wall_seconds.txt").read_text().split()) == 2
     proc = subprocess.run([sys.executable, script, *common, "--only", "fig3", "--train-only", "--episodes", "4"],
                           capture_output=True, text=True, cwd=ROOT)
