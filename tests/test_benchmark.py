@@ -11,6 +11,7 @@ KEYS = {"rule", "feedback", "estimator", "T", "meta_batch", "ms_per_episode", "f
         "peak_mem_mb", "compile_s"}
 
 
+@pytest.mark.slow  # end to end, >50 s on one core; run with -m slow
 def test_tiny_benchmark_case_via_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main(["benchmark", "--rule", "bio", "--feedback", "fa", "--estimator", "forward,auto",

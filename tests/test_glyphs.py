@@ -140,6 +140,7 @@ def _probe(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return ncm, nn
 
 
+@pytest.mark.slow  # end to end, >50 s on one core; run with -m slow
 def test_full_dataset_is_balanced_distinct_and_learnable_but_not_trivial(tmp_path):
     data = load_dataset("glyphs", str(tmp_path))  # the default: seed 0, 400 per class, real fonts
     assert SOURCES["glyphs"] is G.load_glyphs

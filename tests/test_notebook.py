@@ -28,6 +28,7 @@ def jupyter_execute(*args, launched_from=ROOT, **env):
                           text=True, timeout=1200)
 
 
+@pytest.mark.slow  # end to end, >50 s on one core; run with -m slow
 def test_explore_notebook_executes(tmp_path):
     out = tmp_path / "explored"  # --output: the executed copy (absolute, so not beside the notebook)
     proc = jupyter_execute(f"--output={out}", PLASTIC_JAX_TINY="1")

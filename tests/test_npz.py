@@ -51,6 +51,7 @@ def test_uint8_pixels_are_divided_by_255_and_n_classes_may_be_declared(tmp_path)
     assert d.n_classes == 3
 
 
+@pytest.mark.slow  # end to end, >50 s on one core; run with -m slow
 def test_an_npz_trains_end_to_end_through_the_cli_with_holdout_and_evaluate(good, tmp_path, capsys):
     out = str(tmp_path / "run")
     args = ["--dataset", good, "--holdout", "0.5", "--M", "3", "--K", "3", "--Q", "2", "--hidden", "8"]

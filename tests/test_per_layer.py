@@ -70,6 +70,7 @@ def _records(out):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow  # end to end, >50 s on one core; run with -m slow
 def test_meta_train_resume_evaluate_and_plot_with_per_layer_theta(tmp_path, capsys):
     out = str(tmp_path / "run")
     args = ["meta-train", "--rule", "bio", "--per-layer-theta", "--meta-grad", "adjoint", "--holdout", "0.5",

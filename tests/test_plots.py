@@ -491,6 +491,7 @@ def test_no_telemetry_figure_for_a_run_without_it(tmp_path, monkeypatch):
     assert not [n for n in os.listdir(out) if n.startswith("telemetry")]
 
 
+@pytest.mark.slow  # end to end, >50 s on one core; run with -m slow
 def test_a_sweep_plots_each_combination_as_a_run(tmp_path, monkeypatch):
     p = str(tmp_path / "sweep")
     _fake_run(p, seeds=(0, 1), episodes=6, sweep=[(0.0, 1e-3), (1.0, 1e-3)], telemetry=True)

@@ -46,6 +46,7 @@ def _quick(tmp_path, *extra):
     return res.read_text(), figs
 
 
+@pytest.mark.slow  # end to end, >50 s on one core; run with -m slow
 def test_quick_reproduce_of_fig3_writes_figures_and_table(tmp_path):
     text, figs = _quick(tmp_path, "--only", "fig3")
     for panel in ("accuracy", "loss", "theta", "alignment"):
