@@ -60,7 +60,7 @@ import jax.numpy as jnp
 from plastic_jax.feedback import STATEFUL_MODES, feedback_matrices
 from plastic_jax.inner import Rule, online_step, state_step, step_factors
 from plastic_jax.network import BETA, Weights, forward, softplus_grad_from_y
-from plastic_jax.plasticity import Fused, Vectors, apply_fused, fuse
+from plastic_jax.plasticity import Fused, Vectors, apply_fused, constant_outputs, fuse
 
 # ----------------------------------------------------------------------------- fused factors
 
@@ -291,8 +291,6 @@ def _layer_info(rule: Rule, W: Weights) -> tuple[tuple[tuple[tuple[str, ...], ..
 
 @functools.lru_cache(maxsize=64)
 def _layer_info_of(rule: Rule, n: tuple[int, ...], dtype) -> tuple:
-    from plastic_jax.estimators import _constant_outputs
-
     need_z, need_wt, need_e0 = _layer_needs(rule)
     out = []
     for i in range(len(n) - 1):
@@ -311,7 +309,7 @@ def _layer_info_of(rule: Rule, n: tuple[int, ...], dtype) -> tuple:
         rec = fused.keep is not None and not fused.hadamard
         if rec:  # and the keep depends on Θ alone (its cotangent then never reaches the vectors)
             zeros = [jnp.zeros(v.shape, v.dtype) for v in vec]
-            rec = _constant_outputs(lambda *vs, _f=f, _th=th: _f(jnp.zeros(_th.shape, _th.dtype), *vs).keep,
+            rec = constant_outputs(lambda *vs, _f=f, _th=th: _f(jnp.zeros(_th.shape, _th.dtype), *vs).keep,
                                     *zeros)[0]
         out.append((tuple(keys), rec))
     return tuple(out)
@@ -509,15 +507,13 @@ def _dot_cotangent_groups(rule: Rule, i: int, theta, const_prim: dict, var: list
     (element-wise work); the caller sums every layer's groups in one reduction
     (``_segment_dots``: separate reductions, which XLA's CPU backend splits in two each, cost
     several times more at this size) and hands s̄ to ``_add_dot_cotangents``."""
-    from plastic_jax.estimators import _constant_outputs
-
     keys = list(dots)
     f_dots = lambda *ss: _layer_fuse_fn(rule, i, const_prim, var, theta, dict(zip(keys, ss)))(*args)  # noqa: E731
     s0 = [dots[k] for k in keys]
     eye = jnp.eye(len(keys), dtype=s0[0].dtype)
     tang = jax.vmap(lambda *ds: jax.jvp(f_dots, s0, list(ds))[1])(*eye.T)
     # the factors with a cotangent (not ``const``) that depend on a scalar product
-    from_dots = [not k for k in _constant_outputs(f_dots, *s0)]
+    from_dots = [not k for k in constant_outputs(f_dots, *s0)]
     J, c, it = [], [], iter(ct_leaves)
     for t, k, dep in zip(jax.tree.leaves(tang), jax.tree.leaves(const), from_dots):
         if k:
@@ -562,8 +558,6 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
     Σ/products of G ⊙ W_t (keep, Hadamard), W_tᵀ z̄, B h̄, W_t w̄ (Wᵀpost terms only), and one
     pass writing G_t = G ⊙ S + Σ c dᵀ.
     """
-    from plastic_jax.estimators import _constant_outputs
-
     ys = [x] + [d[("y", i)] for i in range(1, len(W_next) + 1)]
     L = len(W_next)
     bp = rule.feedback == "bp"
@@ -585,7 +579,7 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
         fused, vjp = jax.vjp(f_vec, *args)
         tree = jax.tree.structure(fused)
         # which factors depend on (Θ, the variable vectors), the scalar products recomputed
-        const = jax.tree.unflatten(tree, _constant_outputs(f_all, theta, *args))
+        const = jax.tree.unflatten(tree, constant_outputs(f_all, theta, *args))
         W_i = unapply_fused(W_next[i], fused)
         ct, uu = _fused_cotangent(G[i], W_i, fused, const, q[i])
         uus.append(uu)
@@ -678,8 +672,6 @@ def _layer_theta_vjp(theta, rule: Rule, i: int, vecs: dict, const: list, ct_leav
 def _theta_cotangent(theta, rule: Rule, layout, res, xs, cts) -> jax.Array:
     """dL/dΘ = Σ_t Σ_ℓ ⟨cotangent of layer ℓ's factors at step t, d factors / dΘ⟩, for all
     steps at once (few large operations instead of many small ones per step of the scan)."""
-    from plastic_jax.estimators import _constant_outputs
-
     D = _unpack(res, layout)
     th_bar = jnp.zeros_like(theta)
     for i in range(len(rule.layer_terms)):
@@ -688,7 +680,7 @@ def _theta_cotangent(theta, rule: Rule, layout, res, xs, cts) -> jax.Array:
         one = {k: (None if v is None else v[0]) for k, v in const_prim.items()}
         args = [vecs[k][0] for k in var]
         # the same mask as in the scan (x held constant there)
-        const = _constant_outputs(_layer_fuse_fn(rule, i, one, var), theta, *args)
+        const = constant_outputs(_layer_fuse_fn(rule, i, one, var), theta, *args)
         th_bar = th_bar + _layer_theta_vjp(theta, rule, i, vecs, const, cts[i])
     return th_bar
 

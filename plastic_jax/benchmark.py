@@ -48,8 +48,6 @@ RULE_CHOICES = ("f0", "bio", "pool", "pool-per-layer")
 DEFAULT_RULES = ("f0", "bio", "pool")
 FEEDBACK_CHOICES = ("fa", "bp", "dfa", "sign", "kp", "plastic", "routing")
 DEFAULT_FEEDBACK = ("fa", "bp")
-ESTIMATOR_CHOICES = ("reverse", "reverse-remat", "forward", "adjoint", "auto")
-DEFAULT_ESTIMATORS = ("reverse", "reverse-remat", "forward", "adjoint")
 #: the published PyTorch code on a 2-core CPU, seconds per meta-training episode (SPEC §8)
 PUBLISHED_S = {("f0", "fa"): 1.0, ("bio", "fa"): 3.5}
 #: the rules scripts/bench_published.py can run with the published code (feedback: fa)
@@ -83,9 +81,13 @@ def add_benchmark_args(p: argparse.ArgumentParser) -> None:
                    help="rules, comma-separated: f0, bio, pool, pool-per-layer (default: f0,bio,pool)")
     p.add_argument("--feedback", type=_csv(FEEDBACK_CHOICES), default=DEFAULT_FEEDBACK,
                    help="feedback modes, comma-separated, of " + ",".join(FEEDBACK_CHOICES) + " (default: fa,bp)")
-    p.add_argument("--estimator", type=_csv(ESTIMATOR_CHOICES), default=DEFAULT_ESTIMATORS,
-                   help="meta-gradient estimators (default: reverse,reverse-remat,forward,adjoint; auto "
-                        "is reported with the estimator it picks)")
+    from plastic_jax.estimators import REGISTRY, names
+
+    default = tuple(n for n, r in REGISTRY.items() if r.benchmark)
+    p.add_argument("--estimator", type=_csv(names()), default=default,
+                   help=f"meta-gradient estimators, comma-separated, of {','.join(names())} (default: "
+                        f"{','.join(default)}; auto is reported with the estimator it picks; es runs with its "
+                        "default σ and P)")
     p.add_argument("--T", type=_csv(None, int), default=(250, 2500),
                    help=f"stream lengths, multiples of M={M} (default: 250,2500)")
     p.add_argument("--meta-batch", type=_csv(None, int), default=(1, 16),
@@ -183,21 +185,17 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     import jax
     import optax
 
-    from plastic_jax.episode import EpisodeSpec, batch_loss
-    from plastic_jax.estimators import ESTIMATORS, choose_estimator
-    from plastic_jax.inner import initial_theta, make_rule
+    from plastic_jax.episode import batch_loss
+    from plastic_jax.estimators import ESTIMATORS, resolve
+    from plastic_jax.inner import initial_theta
     from plastic_jax.meta import meta_init, meta_step
-    from plastic_jax.plasticity import RULES
 
     sizes = tuple(case["sizes"])
     T, mb = case["T"], case["meta_batch"]
-    name = case["rule"]
-    rule = make_rule(RULES[name.removesuffix("-per-layer")], len(sizes) - 1, case["feedback"],
-                     per_layer=name.endswith("-per-layer"))
-    spec = EpisodeSpec(sizes, M, T // M, Q, mb)
+    rule, spec = _rule_and_spec(case["rule"], case["feedback"], T, mb, sizes)
     ci = synthetic_class_index(T, sizes)
     est = case["estimator"]
-    resolved = choose_estimator(rule.n_theta, rule.feedback) if est == "auto" else est
+    resolved = resolve(est, rule.n_theta, rule.feedback)
     base_rss = _rss_mb()
     opt = optax.adam(1e-3)
     state = meta_init(initial_theta(rule), opt)
@@ -245,17 +243,25 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- driver
 
 
-def _estimate_mem_gb(est: str, rule: str, T: int, mb: int, sizes) -> float:
-    """Rough bytes the estimator keeps per meta-step (float32), for skipping hopeless cases."""
-    from plastic_jax.estimators import choose_estimator, remat_segment_length
+def _rule_and_spec(name: str, feedback: str, T: int, mb: int, sizes) -> tuple[Any, Any]:
+    """The ``Rule`` and ``EpisodeSpec`` of a case (rule name as ``RULE_CHOICES``)."""
+    from plastic_jax.episode import EpisodeSpec
+    from plastic_jax.inner import make_rule
     from plastic_jax.plasticity import RULES
 
-    n = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    R = len(RULES[rule.removesuffix("-per-layer")]) * (len(sizes) - 1 if rule.endswith("-per-layer") else 1)
-    est = choose_estimator(R) if est == "auto" else est  # bp/fa cost model (an estimate)
-    snapshots = {"reverse": T, "reverse-remat": T // remat_segment_length(T) + remat_segment_length(T),
-                 "forward": 2 * (1 + R), "adjoint": 5}[est]
-    return 4 * n * snapshots * mb * 1.5 / 1e9
+    rule = make_rule(RULES[name.removesuffix("-per-layer")], len(sizes) - 1, feedback,
+                     per_layer=name.endswith("-per-layer"))
+    return rule, EpisodeSpec(tuple(sizes), M, T // M, Q, mb)
+
+
+def _estimate_mem_gb(est: str, rule: str, feedback: str, T: int, mb: int, sizes) -> float:
+    """Rough GB the estimator keeps per meta-step, for skipping hopeless cases: the registry's
+    memory model (``estimators.memory_bytes``, the one the training memory check uses) with a
+    margin of 1.5 for XLA's temporaries."""
+    from plastic_jax.estimators import memory_bytes
+
+    r, spec = _rule_and_spec(rule, feedback, T, mb, sizes)
+    return memory_bytes(est, spec, r) * 1.5 / 1e9
 
 
 def _cases(args) -> list[dict[str, Any]]:
@@ -440,7 +446,8 @@ def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
         key = (case["rule"], case["feedback"])
         want_naive = args.naive == "yes" or (args.naive == "auto" and case["T"] == 250 and case["meta_batch"] == 1)
         case["naive"] = want_naive and key not in naive_done
-        need = _estimate_mem_gb(case["estimator"], case["rule"], case["T"], case["meta_batch"], args.sizes)
+        need = _estimate_mem_gb(case["estimator"], case["rule"], case["feedback"], case["T"], case["meta_batch"],
+                                args.sizes)
         if need > max_gb:
             rec = {**case, "skipped": f"skipped: needs ~{need:.0f} GB > {max_gb:.0f} GB"}
         else:

@@ -69,7 +69,8 @@ NO_LEGACY: Any = type("NoLegacy", (), {"__repr__": lambda self: "NO_LEGACY"})()
 class Setting:
     """What a ``TrainConfig`` field is, besides its type and default.
 
-    help: the ``--help`` text (the default is appended unless ``show_default`` is False).
+    help: the ``--help`` text (the default is appended unless ``show_default`` is False), or a
+    function returning it (called when the flags are built; e.g. from the estimator registry).
     group: the ``meta-train --help`` group; None: not a flag (config files only).
     flags: the option strings (default ``--name-with-dashes``).
     resume: may change on ``--resume`` (it does not alter the episodes already run).
@@ -82,7 +83,7 @@ class Setting:
     default ``INT_MAX``. Every float setting must be finite in float32 (``check_settings``).
     """
 
-    help: str
+    help: str | Callable[[], str]
     group: str | None = None
     flags: tuple[str, ...] = ()
     resume: bool = False
@@ -92,7 +93,7 @@ class Setting:
     legacy: Any = NO_LEGACY
     noun: str | None = None
     show_default: bool = True
-    metavar: str | None = None
+    metavar: str | Callable[[], str] | None = None
     maximum: int | None = None
 
 
@@ -184,9 +185,21 @@ def _f5_f8_readings() -> Sequence[str]:
 
 
 def _estimators() -> Sequence[str]:
-    from plastic_jax.estimators import ESTIMATORS
+    from plastic_jax.estimators import names
 
-    return tuple(ESTIMATORS)
+    return names()
+
+
+def _estimator_metavar() -> str:
+    return "{" + ",".join(_estimators()) + "}"
+
+
+def _estimator_help() -> str:
+    """``--meta-grad``'s help: ``auto`` and every registered estimator's one-line description."""
+    from plastic_jax.estimators import REGISTRY
+
+    return ("meta-gradient estimator (docs/METHOD.md §5, docs/PERFORMANCE.md): auto (forward mode for a single "
+            "coefficient, the adjoint otherwise), " + ", ".join(f"{n} ({r.description})" for n, r in REGISTRY.items()))
 
 
 def _each(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
@@ -310,12 +323,21 @@ class TrainConfig:
                          check=_positive_int)
     theta0: float = setting(1e-3, "initial θ_0 (the other θ start at 0)", group=RUN, check=_finite)
     estimator: str = setting(
-        "auto", "meta-gradient estimator: auto picks forward mode for a single coefficient, the adjoint "
-        "otherwise (docs/PERFORMANCE.md)", group=META, flags=("--meta-grad",), choices=_estimators,
-        noun="meta-gradient estimator", metavar="{auto,reverse,reverse-remat,forward,adjoint}",
-        # every estimator computes the same meta-gradient (to float32 rounding), so a resumed run
-        # may switch to a faster one; only bitwise identity with an uninterrupted run is lost
+        "auto", _estimator_help, group=META, flags=("--meta-grad",), choices=_estimators,
+        noun="meta-gradient estimator", metavar=_estimator_metavar,
+        # the episodes already run stay as they ran, so a resumed run may switch: between the exact
+        # estimators (the same meta-gradient to float32 rounding) it loses only bitwise identity
+        # with an uninterrupted run; to or from es it optimises the smoothed loss from then on
         resume=True)
+    # es's settings (plastic_jax/estimators/es.py: ES_SIGMA, ES_PAIRS are these defaults); a run
+    # written before them did not use es, so any value reads it back as it ran
+    es_sigma: float = setting(
+        1e-3, "with --meta-grad es, the standard deviation σ of the Gaussian perturbations of Θ (the "
+        "meta-loss is smoothed over N(Θ, σ²I); Θ starts at θ0 = 1e-3 and Adam moves it by ~1e-3 per step)",
+        group=META, check=_positive, legacy=1e-3)
+    es_pairs: int = setting(
+        8, "with --meta-grad es, the antithetic pairs P of perturbations per meta-step (2P+1 forward "
+        "episodes)", group=META, check=_positive_int, legacy=8, maximum=2**20)
     analysis_every: int = setting(
         10, "log alignment angles and orthonormality error every N episodes and at the last (0: never)",
         group=META, check=_non_negative_int)
@@ -547,7 +569,7 @@ def add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | Non
             g = group
         else:
             g = groups.get(s.group) or groups.setdefault(s.group, parser.add_argument_group(s.group))
-        text = s.help
+        text = s.help() if callable(s.help) else s.help
         if help_suffix is not None:
             text += f" ({help_suffix})" if help_suffix else ""
         elif s.show_default and not (default is None or default is False or default is dataclasses.MISSING):
@@ -558,7 +580,7 @@ def add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | Non
         else:
             alts = [a for a in _alternatives(tp) if a is not type(None)]
             kw["type"] = (_float_list if _tuple_item(tp) is float else _int_list) if _is_tuple(tp) else alts[0]
-            kw["metavar"] = s.metavar
+            kw["metavar"] = s.metavar() if callable(s.metavar) else s.metavar
         g.add_argument(*(s.flags or ("--" + name.replace("_", "-"),)), **kw)
         added.append(name)
     return added

@@ -11,6 +11,7 @@ from plastic_jax.config import ConfigError, TrainConfig, class_split, layer_term
 from plastic_jax.data import DataUnavailableError, build_class_index, load_dataset
 from plastic_jax.data.sampler import ClassIndex
 from plastic_jax.episode import EpisodeSpec
+from plastic_jax.estimators.base import n_weights  # noqa: F401 - evaluate.py imports it from here
 from plastic_jax.inner import Rule, make_rule
 
 
@@ -63,11 +64,6 @@ def build(cfg: TrainConfig, data: Any = None) -> Experiment:
 # --------------------------------------------------------------------------- memory, before anything runs
 
 
-def n_weights(sizes: tuple[int, ...]) -> int:
-    """Number of entries of the weight matrices of a network with layer sizes ``sizes``."""
-    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-
-
 def available_memory(devices: int | None = None) -> tuple[int, str]:
     """(bytes, what): the memory the computation can use: the devices' own on an accelerator
     (``bytes_limit`` of the first ``devices`` local devices), else this machine's RAM."""
@@ -102,23 +98,14 @@ def check_fits(need: int, what: str, lower: str, devices: int | None = None) -> 
                           f"lower {lower}")
 
 
-def check_training_memory(cfg: TrainConfig, spec: EpisodeSpec, n_terms: int, devices: int | None = None) -> None:
-    """Refuse a meta-training run that cannot fit: per task of the meta-batch and per seed, the
-    weights W and B and what the meta-gradient keeps (forward mode: a tangent of W per term;
-    reverse mode: a snapshot of W per step of the stream), plus the host's accuracy table."""
-    from plastic_jax.estimators import choose_estimator, remat_segment_length
+def check_training_memory(cfg: TrainConfig, spec: EpisodeSpec, rule: Rule, devices: int | None = None) -> None:
+    """Refuse a meta-training run that cannot fit: per seed, what the meta-step keeps at once by
+    its estimator's memory model (``estimators.memory_bytes``, the registry's record: W and B per
+    task and what the meta-gradient keeps, e.g. forward mode a tangent of W per term, reverse mode
+    a snapshot of W per step of the stream), plus the host's accuracy table."""
+    from plastic_jax.estimators import memory_bytes, resolve
 
-    n, T = n_weights(spec.sizes), spec.M * spec.K
-    est = choose_estimator(n_terms, cfg.feedback) if cfg.estimator == "auto" else cfg.estimator
-    if est == "reverse":
-        copies = 2 + T
-    elif est == "reverse-remat":
-        seg = remat_segment_length(T) if T < 10**6 else int(T**0.5)
-        copies = 2 + T // seg + seg
-    elif est == "adjoint":  # W, B, W_0, the rebuilt W_t and its cotangent; the per-step vectors are small
-        copies = 5
-    else:
-        copies = 2 + 2 * n_terms
-    need = 4 * n * copies * cfg.meta_batch * cfg.seeds + 8 * cfg.episodes * cfg.seeds
+    est = resolve(cfg.estimator, rule.n_theta, rule.feedback)
+    need = memory_bytes(est, spec, rule, cfg) * cfg.seeds + 8 * cfg.episodes * cfg.seeds
     check_fits(need, f"meta-training (layer sizes {list(spec.sizes)}, {cfg.seeds} seed(s) × meta-batch "
                f"{cfg.meta_batch}, {est} meta-gradient)", "--hidden, --seeds or --meta-batch", devices)

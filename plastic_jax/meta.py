@@ -17,7 +17,7 @@ from plastic_jax.data.sampler import ClassIndex
 from plastic_jax.episode import EpisodeSpec, batch_loss, task_loss  # noqa: F401 - re-exported
 from plastic_jax.inner import Rule
 
-#: a meta-gradient estimator (``estimators.py``): (theta, rule, spec, key, ci) -> ((loss, acc), grad)
+#: a meta-gradient estimator (``plastic_jax/estimators/``): (theta, rule, spec, key, ci) -> ((loss, acc), grad)
 Estimator = Callable[..., tuple[tuple[jax.Array, jax.Array], jax.Array]]
 
 

@@ -20,7 +20,7 @@ terms; a rule's term ids index into it. Everything else is derived from the decl
   factors sharing b one pair; ``apply_fused`` evaluates ``W ⊙ (keep + Σ a bᵀ) + Σ u vᵀ`` as one
   elementwise expression (one pass over W). No n×n intermediate is ever formed.
 - ``dense_update`` / ``Term.__call__``: the reference, term by term, building each matrix.
-- the meta-gradient estimators (``estimators.py``) differentiate ``layer_update`` itself.
+- the meta-gradient estimators (``estimators/``) differentiate ``layer_update`` itself.
 
 **Choice (docs/METHOD.md §3): the reading of F5–F8.** The default ``"matrix"`` reading takes the printed
 matrix products literally, a scalar times an outer product:
@@ -54,6 +54,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.extend.core import Literal
 
 # ----------------------------------------------------------------------------- factors
 
@@ -515,6 +516,19 @@ def apply_fused(W: jax.Array, fused: Fused) -> jax.Array:
     for u, v in outer:
         new_W = new_W + u[:, None] * v[None, :]
     return new_W
+
+
+def constant_outputs(f: Callable, *args) -> list[bool]:
+    """For each output leaf of ``f(*args)``: True when it does not depend on ``args`` (its
+    tangent and cotangent are zero). Read off the traced program, so the test is exact, not
+    numerical. The meta-gradient estimators ask it which of a ``fuse``'s factors depend on Θ or
+    the step's vectors (forward mode: ``estimators.forward``; the adjoint: ``adjoint.py``)."""
+    closed = jax.make_jaxpr(f)(*args)
+    dep = set(closed.jaxpr.invars)
+    for eqn in closed.jaxpr.eqns:
+        if any(not isinstance(v, Literal) and v in dep for v in eqn.invars):
+            dep.update(eqn.outvars)
+    return [isinstance(v, Literal) or v not in dep for v in closed.jaxpr.outvars]
 
 
 def layer_update(

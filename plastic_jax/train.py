@@ -102,17 +102,19 @@ def member_hyperparameters(cfg: TrainConfig) -> dict[str, np.ndarray]:
 
 
 def make_step(cfg: TrainConfig, rule: Rule, spec: EpisodeSpec) -> tuple[optax.GradientTransformation, Any]:
-    """The jitted meta-step over all members: (state[N], keys[N], ci, l1[N]) -> (state[N], metrics[N])."""
-    from plastic_jax.estimators import ESTIMATORS
+    """The jitted meta-step over all members: (state[N], keys[N], ci, l1[N]) -> (state[N], metrics[N]).
+    The estimator is the registry's (``estimators.bind``: with its options from ``cfg``, e.g. es's σ, P)."""
+    from plastic_jax.estimators import bind
 
     optimizer = meta_optimizer(cfg)
     step = functools.partial(meta_step, rule=rule, spec=spec, optimizer=optimizer,
-                             estimator=ESTIMATORS[cfg.estimator], guard=meta_guard(cfg))
+                             estimator=bind(cfg.estimator, cfg), guard=meta_guard(cfg))
     return optimizer, jax.jit(jax.vmap(lambda st, k, ci, l1: step(st, k, ci, l1=l1), in_axes=(0, 0, None, 0)))
 
 
 def make_analysis(rule: Rule, spec: EpisodeSpec) -> Any:
-    """Jitted ``metrics.episode_analysis`` over all seeds: (theta[S], keys[S], ci) -> dict of [S, L]."""
+    """Jitted ``metrics.episode_analysis`` over all seeds: (theta[S], keys[S], ci) -> dict of [S, L]
+    (alignment, orthonormality) and [S] (accuracy, amplification, amplification_max, chaotic)."""
     from plastic_jax.metrics import episode_analysis
 
     fn = functools.partial(episode_analysis, rule=rule, spec=spec)
@@ -191,7 +193,9 @@ def episode_records(cfg: TrainConfig, ep: int, m: dict, theta: np.ndarray, skips
                     an: dict | None, terms: tuple[int, ...]) -> list[dict[str, Any]]:
     """The metrics.jsonl records of episode ``ep``, one per member (host arrays with a member
     axis): the member (``l1``, ``meta_lr``, ``seed``), the episode's losses and accuracy, the
-    telemetry of the meta-gradient and the guard, Θ after the update."""
+    telemetry of the meta-gradient and the guard, Θ after the update; at an analysis point
+    (``an``) the alignment, orthonormality, amplification (mean and max over the meta-batch) and
+    chaotic flag of the step's episode with the pre-update Θ."""
     records = []
     for s, (lam, lr, seed) in enumerate(cfg.members()):
         rec = {"episode": ep, "seed": seed, "l1": lam, "meta_lr": lr, "meta_loss": float(m["meta_loss"][s]),
@@ -203,6 +207,10 @@ def episode_records(cfg: TrainConfig, ep: int, m: dict, theta: np.ndarray, skips
         if an is not None:
             rec["alignment"] = [float(v) for v in an["alignment"][s]]
             rec["orthonormality"] = [float(v) for v in an["orthonormality"][s]]
+            if "amplification" in an:  # metrics.episode_analysis with sensitivity (along all ones / √R)
+                rec["amplification"] = float(an["amplification"][s])
+                rec["amplification_max"] = float(an["amplification_max"][s])
+                rec["chaotic"] = bool(an["chaotic"][s])
         records.append(rec)
     return records
 
@@ -268,10 +276,9 @@ def summarize(cfg: TrainConfig, accs: np.ndarray, theta: np.ndarray, terms: tupl
 
 def uses_adjoint(cfg: TrainConfig, n_theta: int) -> bool:
     """Whether the run's meta-gradient is the adjoint (``--meta-grad adjoint``, or ``auto``'s choice)."""
-    from plastic_jax.estimators import choose_estimator
+    from plastic_jax.estimators import resolve
 
-    est = choose_estimator(n_theta, cfg.feedback) if cfg.estimator == "auto" else cfg.estimator
-    return est == "adjoint"
+    return resolve(cfg.estimator, n_theta, cfg.feedback) == "adjoint"
 
 
 def warn_rebuild_failure(cfg: TrainConfig, ep: int, m: dict, warned: bool) -> bool:
@@ -351,7 +358,7 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
             raise ConfigError(f"--devices must be a positive integer, got {devices}")
         if devices > len(jax.local_devices()):
             raise ConfigError(f"--devices {devices}: this process has {len(jax.local_devices())} local device(s)")
-    check_training_memory(cfg, exp.spec, exp.rule.n_theta, devices if isinstance(devices, int) else None)
+    check_training_memory(cfg, exp.spec, exp.rule, devices if isinstance(devices, int) else None)
     if cfg.tensorboard:
         from plastic_jax.tensorboard import check_available
 

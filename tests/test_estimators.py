@@ -212,3 +212,102 @@ def test_auto_picks_forward_up_to_the_measured_crossover():
     assert choose_estimator(2) == "adjoint"  # the adjoint (2-4.4 for any R) from here on
     assert choose_estimator(10) == "adjoint"  # the whole pool: forward mode 8.5-14 forward episodes
     assert choose_estimator(50) == "adjoint"  # per-layer pool
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+def test_everything_reads_the_registry():
+    # the --meta-grad choices (config), ESTIMATORS, auto's picks and the benchmark's --estimator
+    # all come from estimators.REGISTRY: one record per estimator module
+    import argparse
+
+    from plastic_jax import estimators
+    from plastic_jax.benchmark import add_benchmark_args
+    from plastic_jax.config import choices_of
+
+    names = estimators.names()
+    assert names == ("auto", *estimators.REGISTRY) == tuple(ESTIMATORS) == choices_of("estimator")
+    for name, rec in estimators.REGISTRY.items():
+        assert rec.name == name and ESTIMATORS[name] is rec.fn and callable(rec.memory)
+        assert rec.description and "\n" not in rec.description
+    p = argparse.ArgumentParser()
+    add_benchmark_args(p)
+    assert p.parse_args(["--estimator", ",".join(names)]).estimator == names
+    assert p.parse_args([]).estimator == tuple(n for n, r in estimators.REGISTRY.items() if r.benchmark)
+
+
+def test_auto_picks_exactly_one_registered_estimator_for_every_case():
+    from plastic_jax.estimators import REGISTRY
+    from plastic_jax.feedback import FEEDBACK_MODES
+
+    for fb in FEEDBACK_MODES:
+        for R in range(1, 61):
+            picks = [n for n, r in REGISTRY.items() if r.auto is not None and r.auto(R, fb)]
+            assert picks == [choose_estimator(R, fb)], (R, fb, picks)
+            assert REGISTRY[picks[0]].exact  # auto never smooths the meta-loss
+    assert [choose_estimator(R, "kp") for R in (1, 3, 4)] == ["forward", "forward", "reverse-remat"]
+
+
+def test_one_memory_model_for_the_training_check_and_the_benchmark(monkeypatch):
+    # the registry's memory model is the training check's (the numbers of the model it replaced:
+    # W and B plus T snapshots / √T segments / 2R tangents / 3 rebuild arrays, float32, per task)
+    # and the benchmark's (×1.5)
+    from plastic_jax import benchmark, experiment
+    from plastic_jax.config import ConfigError, TrainConfig
+    from plastic_jax.estimators import memory_bytes
+
+    sizes = (784, 170, 130, 100, 70, 47)
+    n = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    spec = EpisodeSpec(sizes, M=5, K=50, Q=10, meta_batch=3)
+    seg = remat_segment_length(250)
+    cases = [("bio", "fa", "reverse", 2 + 250), ("bio", "fa", "reverse-remat", 2 + 250 // seg + seg),
+             ("bio", "fa", "forward", 2 + 2 * 3), ("bio", "fa", "adjoint", 5), ("bio", "fa", "auto", 5),
+             ("f0", "fa", "auto", 2 + 2), ("bio", "kp", "auto", 2 + 6)]
+    for rule, fb, est, copies in cases:
+        r = make_rule(rule, n_layers=5, feedback=fb)
+        assert memory_bytes(est, spec, r) == 4 * n * copies * 3, (rule, fb, est)
+        assert benchmark._estimate_mem_gb(est, rule, fb, 250, 3, sizes) == pytest.approx(4 * n * copies * 3 * 1.5 / 1e9)
+    # the training check refuses exactly above the model's bytes × seeds (+ the accuracy table)
+    cfg = TrainConfig(rule="bio", estimator="reverse", seeds=2, meta_batch=3, episodes=10)
+    need = 4 * n * 252 * 3 * 2 + 8 * 10 * 2
+    r = make_rule("bio", n_layers=5)
+    monkeypatch.setattr(experiment, "available_memory", lambda devices=None: (need, "test"))
+    experiment.check_training_memory(cfg, spec, r)
+    monkeypatch.setattr(experiment, "available_memory", lambda devices=None: (need - 1, "test"))
+    with pytest.raises(ConfigError, match="reverse meta-gradient"):
+        experiment.check_training_memory(cfg, spec, r)
+
+
+def test_adjoint_does_not_import_the_estimators():
+    # no cycle adjoint <-> estimators: the adjoint's shared helper lives in plasticity
+    import subprocess
+    import sys
+
+    code = "import sys, plastic_jax.adjoint; assert 'plastic_jax.estimators' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_registered_exact_estimator_agrees_with_jax_grad(ci):
+    # a newcomer's estimator is checked here by registering it: every record with exact=True
+    # against jax.grad of the meta-loss (float32, tolerances as in the tests above); the smoothed
+    # ones (es) have their own tests (tests/test_es.py)
+    from plastic_jax.estimators import REGISTRY
+
+    rule = make_rule((0, 2, 9), n_layers=2, feedback="fa")
+    spec = EpisodeSpec((64, 12, 10), M=3, K=4, Q=2, meta_batch=2)
+    theta, key = _theta(rule, 7), jax.random.PRNGKey(8)
+    exact = [n for n, r in REGISTRY.items() if r.exact]
+    assert {"reverse", "reverse-remat", "forward", "adjoint"} <= set(exact)
+
+    def program(th):
+        want = jax.value_and_grad(lambda t: batch_loss(t, rule, spec, key, ci), has_aux=True)(th)
+        return want, {n: REGISTRY[n].fn(th, rule, spec, key, ci) for n in exact}
+
+    ((want_loss, want_acc), want), got = jax.jit(program, compiler_options={"xla_backend_optimization_level": 0})(theta)
+    want = np.asarray(want)
+    assert np.all(np.isfinite(want)) and np.abs(want).max() > 0
+    for name, ((loss, acc), grad) in got.items():
+        np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-5, err_msg=name)
+        assert float(acc) == pytest.approx(float(want_acc)), name
+        np.testing.assert_allclose(np.asarray(grad), want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=name)

@@ -1,128 +1,26 @@
-"""Interchangeable meta-gradient estimators (docs/METHOD.md §5), all behind one signature::
+"""``forward``: forward mode over the R entries of Θ; memory independent of T.
 
-    estimator(theta, rule, spec, key, ci) -> ((loss, accuracy), grad)
-
-with ``theta`` (R,), ``loss``/``accuracy`` () means over ``spec.meta_batch`` tasks and ``grad``
-(R,) = d loss / d theta (the L1 term is added by ``meta.meta_step``). They compute the same
-number by different routes:
-
-- ``reverse``: ``jax.value_and_grad`` through the scan. Stores every step's weights
-  (T × Σ n_ℓ n_{ℓ-1} floats per task).
-- ``reverse-remat``: the same, with ``jax.checkpoint`` over ≈√T segments of the scan: stores
-  the weights at the segment boundaries and, during the backward pass, one segment's steps;
-  memory O(√T), about one extra forward episode of time.
-- ``forward``: forward mode. The scan carries, beside W, the R tangents dW/dθ_r
-  (R × Σ n_ℓ n_{ℓ-1} floats) and updates them in one fused pass per layer, built from the rule
-  pool's term declarations (``forward_online_step``); memory independent of T, time about
-  (1 + c·R) forward episodes with c ≈ 1 (the tangents share the primal's vectors and are updated
-  in one batched pass). ``forward_online_step_generic`` is the same step by ``jax.linearize``.
-- ``adjoint``: reverse mode without weight snapshots (``adjoint.py``): the forward scan stacks a
-  few vectors per step, the backward scan rebuilds W_t from W_{t+1} and applies a hand-written
-  vector–Jacobian product of the step. Memory O(T·Σ n_ℓ) vectors, time about 2–4.4 forward
-  episodes for any R (docs/PERFORMANCE.md). The gradient is NaN (and a warning says so) when W_t
-  cannot be rebuilt (keep + Σ a bᵀ near 0).
-- ``auto``: ``forward`` for R ≤ ``AUTO_FORWARD_MAX_R`` (1: the rule ``f0``), else ``adjoint``
-  (the cost model and its measurements are in docs/PERFORMANCE.md).
+The scan carries, beside W, the R tangents dW/dθ_r (R × Σ n_ℓ n_{ℓ-1} floats) and updates them in
+one fused pass per layer, built from the rule pool's term declarations (``forward_online_step``);
+time about (1 + c·R) forward episodes with c ≈ 1 (the tangents share the primal's vectors and are
+updated in one batched pass). ``forward_online_step_generic`` is the same step by
+``jax.linearize``; the feedback modes beyond ``bp``/``fa`` take ``forward_state_step`` (generic).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jax.extend.core import Literal
 
 from plastic_jax import checks
-from plastic_jax.adjoint import adapt_adjoint
-from plastic_jax.episode import EpisodeSpec, batch_loss, draw, mean_over_tasks
+from plastic_jax.episode import EpisodeSpec, draw, mean_over_tasks
+from plastic_jax.estimators.base import PLAIN_MODES, Estimator, forward_reach, weight_copies_bytes
 from plastic_jax.feedback import STATEFUL_MODES, feedback_matrices
 from plastic_jax.inner import Rule, online_step, query_loss, state_step
 from plastic_jax.network import BETA, Weights, softplus, softplus_grad_from_y
-from plastic_jax.plasticity import VECTOR_NAMES, Fused, Vectors, apply_fused, fuse
-
-#: ``auto`` uses forward mode up to this many entries of Θ, the adjoint above. Measured on the
-#: EMNIST-sized network, T = 250, meta-batch 1, 2-core CPU (docs/PERFORMANCE.md): forward mode
-#: costs about (1 + c·R) forward episodes (f0 2.5–2.9×, bio 4–6×, pool 8.5–14×, per-layer pool
-#: 71–80×); the adjoint 2–4.4 of them for any R (f0 1.9–3.8×, bio 2.5–3.5×, pool 3.2–4.3×);
-#: reverse and reverse-remat 19–31. So forward mode wins only at R = 1 (it has no backward scan),
-#: the adjoint from R = 3 (bio) on; R = 2 (not measured) goes to the adjoint by 1 + c·R ≈ 3.5–4.
-AUTO_FORWARD_MAX_R = 1
-#: the feedback modes with hand-written forward-mode and adjoint steps; the others go the generic
-#: way (``forward_state_step``; ``adjoint.py``'s generic backward)
-PLAIN_MODES = ("bp", "fa")
-#: ``auto`` for the other modes: generic forward mode up to this many entries of Θ, else
-#: ``reverse-remat``. Measured (EMNIST-sized network, T = 250, meta-batch 1, loaded 2-core CPU,
-#: one benchmark run; docs/PERFORMANCE.md): forward mode 2.6 forward episodes for f0+kp (R = 1),
-#: 10.6 for bio+kp (R = 3), 16 for f0+routing (R = 5), where reverse-remat took 7.4; the generic
-#: adjoint (``jax.vjp`` of the step at every step, B rebuilt too) 10.6–129, never the fastest.
-GENERIC_FORWARD_MAX_R = 3
-
-# ----------------------------------------------------------------------------- reverse
-
-
-def reverse_grad(theta, rule: Rule, spec: EpisodeSpec, key, ci):
-    """Reverse-mode autodiff through the scan (stores every step's weights)."""
-    checks.check_episode("reverse_grad", theta, rule, spec, ci)
-    return jax.value_and_grad(batch_loss, has_aux=True)(theta, rule, spec, key, ci)
-
-
-def remat_segment_length(T: int) -> int:
-    """Segment length for ``reverse-remat``: the divisor of T nearest √T when one lies within
-    a factor 2 of it, else round(√T) (the remainder then runs as one shorter segment)."""
-    root = math.sqrt(T)
-    divisors = [d for d in range(1, T + 1) if T % d == 0 and root / 2 <= d <= 2 * root]
-    if divisors:
-        return min(divisors, key=lambda d: abs(d - root))
-    return max(1, round(root))
-
-
-def adapt_remat(theta, rule: Rule, W: Weights, B: Weights, xs, labels, seg: int | None = None) -> Weights:
-    """``inner.adapt`` with ``jax.checkpoint`` around segments of ``seg`` steps.
-
-    xs (T, n_0), labels (T,). Same result as ``adapt``; under reverse-mode differentiation only
-    the weights at segment boundaries are stored, and each segment is recomputed once.
-    """
-    T = xs.shape[0]
-    seg = seg or remat_segment_length(T)
-    n, rem = divmod(T, seg)
-
-    @jax.checkpoint
-    def segment(WB, theta, xs_seg, ys_seg):
-        def body(WB, xy):
-            return state_step(theta, rule, *WB, *xy), None
-
-        return jax.lax.scan(body, WB, (xs_seg, ys_seg))[0]
-
-    WB = (tuple(W), tuple(B))
-    if n:
-        xs_main = xs[: n * seg].reshape(n, seg, *xs.shape[1:])
-        ys_main = labels[: n * seg].reshape(n, seg)
-        WB, _ = jax.lax.scan(lambda WB, xy: (segment(WB, theta, *xy), None), WB, (xs_main, ys_main))
-    if rem:
-        WB = segment(WB, theta, xs[n * seg :], labels[n * seg :])
-    return WB[0]
-
-
-def remat_batch_loss(theta, rule: Rule, spec, key, ci):
-    """``meta.batch_loss`` with the checkpointed scan: (mean loss, mean accuracy)."""
-
-    def per_task(k):
-        task, W, B = draw(spec, k, ci, theta.dtype, rule.feedback)
-        W = adapt_remat(theta, rule, W, B, task.xs, task.ys)
-        return query_loss(W, task.xq, task.yq)
-
-    return mean_over_tasks(per_task, spec, key)
-
-
-def reverse_remat_grad(theta, rule: Rule, spec, key, ci):
-    """Reverse mode through the checkpointed scan: memory O(√T) weight snapshots per task."""
-    checks.check_episode("reverse_remat_grad", theta, rule, spec, ci)
-    return jax.value_and_grad(remat_batch_loss, has_aux=True)(theta, rule, spec, key, ci)
-
-
-# ----------------------------------------------------------------------------- forward
+from plastic_jax.plasticity import VECTOR_NAMES, Fused, Vectors, apply_fused, constant_outputs, fuse
 
 
 def _softmax_jvp(y: jax.Array, dz: jax.Array) -> jax.Array:
@@ -171,17 +69,6 @@ def fused_tangent(W: jax.Array, dW: jax.Array, fused: Fused, dfused: Fused) -> j
         if dv is not None:
             d = d + u[None, :, None] * dv[:, None, :]
     return d
-
-
-def _constant_outputs(f: Callable, *args) -> list[bool]:
-    """For each output leaf of ``f(*args)``: True when it does not depend on ``args`` (its
-    tangent is zero). Read off the traced program, so the test is exact, not numerical."""
-    closed = jax.make_jaxpr(f)(*args)
-    dep = set(closed.jaxpr.invars)
-    for eqn in closed.jaxpr.eqns:
-        if any(not isinstance(v, Literal) and v in dep for v in eqn.invars):
-            dep.update(eqn.outvars)
-    return [isinstance(v, Literal) or v not in dep for v in closed.jaxpr.outvars]
 
 
 def forward_online_step(
@@ -287,7 +174,7 @@ def forward_online_step(
         fused, dfused = jax.vmap(jvp, out_axes=(None, 0))(dtheta, *(tang[k] for k in var))
         # a right-hand vector that does not depend on θ (x, at the first layer) has no tangent
         leaves, tree = jax.tree.flatten(dfused)
-        const = _constant_outputs(fused_of, *args)
+        const = constant_outputs(fused_of, *args)
         dfused = jax.tree.unflatten(tree, [None if c else d for c, d in zip(const, leaves)])
         new_W.append(apply_fused(W[i], fused))
         new_dW.append(fused_tangent(W[i], dW[i], fused, dfused))
@@ -380,57 +267,17 @@ def forward_grad(theta, rule: Rule, spec, key, ci):
     return (loss, acc), grad
 
 
-# ----------------------------------------------------------------------------- adjoint
+def forward_memory(spec: EpisodeSpec, rule: Rule) -> int:
+    """W, B and a tangent of W (and its update) per entry of Θ, per task: bytes."""
+    return weight_copies_bytes(spec, 2 + 2 * rule.n_theta)
 
 
-def adjoint_batch_loss(theta, rule: Rule, spec, key, ci, backward: str = "fast"):
-    """``meta.batch_loss`` with ``adjoint.adapt_adjoint``: (mean loss, mean accuracy)."""
-
-    def per_task(k):
-        task, W, B = draw(spec, k, ci, theta.dtype, rule.feedback)
-        W = adapt_adjoint(theta, rule, W, B, task.xs, task.ys, backward)
-        return query_loss(W, task.xq, task.yq)
-
-    return mean_over_tasks(per_task, spec, key)
-
-
-def adjoint_grad(theta, rule: Rule, spec, key, ci):
-    """Reverse mode by the adjoint scan (``adjoint.py``): rebuilds W_t backwards from W_{t+1}
-    and the step's stored vectors; memory O(T·Σ n_ℓ) vectors, no weight snapshots."""
-    checks.check_episode("adjoint_grad", theta, rule, spec, ci)
-    return jax.value_and_grad(adjoint_batch_loss, has_aux=True)(theta, rule, spec, key, ci)
-
-
-def adjoint_generic_grad(theta, rule: Rule, spec, key, ci):
-    """``adjoint_grad`` with the generic backward step (``jax.vjp`` of ``online_step``); the
-    reference for the fast step, not registered in ``ESTIMATORS``."""
-    return jax.value_and_grad(adjoint_batch_loss, has_aux=True)(theta, rule, spec, key, ci, "generic")
-
-
-# ----------------------------------------------------------------------------- auto
-
-
-def choose_estimator(n_theta: int, feedback: str = "fa") -> str:
-    """The cost model behind ``auto``, for Θ of ``n_theta`` entries (``Rule.n_theta``) and the
-    feedback mode: forward mode costs about (1 + c·R) forward episodes and grows with R; the
-    adjoint costs 2–4.4 forward episodes whatever R (reverse-remat 19–31). Crossover between
-    R = 1 and R = 3 (``AUTO_FORWARD_MAX_R``; docs/PERFORMANCE.md). The other feedback modes have
-    only the generic steps (``GENERIC_FORWARD_MAX_R``)."""
-    if feedback not in PLAIN_MODES:
-        return "forward" if n_theta <= GENERIC_FORWARD_MAX_R else "reverse-remat"
-    return "forward" if n_theta <= AUTO_FORWARD_MAX_R else "adjoint"
-
-
-def auto_grad(theta, rule: Rule, spec, key, ci):
-    """``forward`` for a single θ, the ``adjoint`` otherwise (``choose_estimator``)."""
-    checks.check_episode("auto_grad", theta, rule, spec, ci)
-    return ESTIMATORS[choose_estimator(rule.n_theta, rule.feedback)](theta, rule, spec, key, ci)
-
-
-ESTIMATORS: dict[str, Callable] = {
-    "auto": auto_grad,
-    "reverse": reverse_grad,
-    "reverse-remat": reverse_remat_grad,
-    "forward": forward_grad,
-    "adjoint": adjoint_grad,
-}
+ESTIMATOR = Estimator(
+    name="forward",
+    fn=forward_grad,
+    description="forward mode, the scan carrying dW/dθ_r for every entry of Θ (memory independent of T)",
+    memory=forward_memory,
+    auto=lambda n_theta, feedback: n_theta <= forward_reach(feedback),
+    auto_note="about 1 + c·R forward episodes: the fastest for R ≤ AUTO_FORWARD_MAX_R (bp, fa: no "
+              "backward scan) and R ≤ GENERIC_FORWARD_MAX_R (the generic step of the other modes)",
+)
