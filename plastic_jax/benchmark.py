@@ -42,12 +42,15 @@ import sys
 import time
 from typing import Any
 
+from plastic_jax.pathways import FEEDBACK_MODES
+
 EMNIST_SIZES = (784, 170, 130, 100, 70, 47)
 RULE_CHOICES = ("f0", "bio", "pool", "pool-per-layer")
 #: the rules measured by default (pool-per-layer: the pool with one row of Θ per layer, R = 10·L)
 DEFAULT_RULES = ("f0", "bio", "pool")
-FEEDBACK_CHOICES = ("fa", "bp", "dfa", "sign", "kp", "plastic", "routing")
 DEFAULT_FEEDBACK = ("fa", "bp")
+#: every registered pathway (``pathways.REGISTRY``, at import), the default two first
+FEEDBACK_CHOICES = DEFAULT_FEEDBACK + tuple(m for m in FEEDBACK_MODES if m not in DEFAULT_FEEDBACK)
 #: the published PyTorch code on a 2-core CPU, seconds per meta-training episode (SPEC §8)
 PUBLISHED_S = {("f0", "fa"): 1.0, ("bio", "fa"): 3.5}
 #: the rules scripts/bench_published.py can run with the published code (feedback: fa)
@@ -446,6 +449,7 @@ def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
         key = (case["rule"], case["feedback"])
         want_naive = args.naive == "yes" or (args.naive == "auto" and case["T"] == 250 and case["meta_batch"] == 1)
         case["naive"] = want_naive and key not in naive_done
+        load_case = os.getloadavg()[0]
         need = _estimate_mem_gb(case["estimator"], case["rule"], case["feedback"], case["T"], case["meta_batch"],
                                 args.sizes)
         if need > max_gb:
@@ -455,9 +459,12 @@ def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
         if "naive_ms" in rec:
             naive_done.add(key)
         rec.pop("naive", None)
+        rec["load_before"] = round(load_case, 2)  # the 1-minute load average as this case started
         recs.append(rec)
         print(json.dumps(rec), file=sys.stderr, flush=True)
     load1 = os.getloadavg()
+    for r in recs:  # the whole run's, beside each case: every figure carries the load it was taken under
+        r["load_start"], r["load_end"], r["cpus"] = round(load0[0], 2), round(load1[0], 2), os.cpu_count()
     # the naive baseline was measured once per (rule, feedback): attach it to its other rows
     naive = {(r["rule"], r["feedback"]): r["naive_ms"] for r in recs if "naive_ms" in r}
     for r in recs:

@@ -187,3 +187,15 @@ def test_harness_is_not_importing_plastic_jax():
     src = open(PUBLISHED_HARNESS).read()
     imports = [line for line in src.splitlines() if line.startswith(("import ", "from "))]
     assert imports and not [line for line in imports if "jax" in line], imports
+
+
+def test_every_json_record_carries_the_load_it_was_measured_under(tmp_path, monkeypatch):
+    _canned_worker(monkeypatch, {"bio": 100.0, "f0": 50.0})
+    loads = iter([(1.5, 0, 0), (2.25, 0, 0), (3.0, 0, 0), (4.75, 0, 0)])  # start, case 1, case 2, end
+    monkeypatch.setattr(benchmark.os, "getloadavg", lambda: next(loads))
+    out = tmp_path / "b.json"
+    assert main(["benchmark", "--rule", "f0,bio", "--feedback", "fa", "--estimator", "forward", "--T", "250",
+                 "--meta-batch", "1", "--naive", "no", "--repeats", "1", "--json", str(out)]) == 0
+    recs = json.loads(out.read_text())
+    assert [r["load_before"] for r in recs] == [2.25, 3.0]
+    assert all(r["load_start"] == 1.5 and r["load_end"] == 4.75 and r["cpus"] >= 1 for r in recs)
