@@ -60,6 +60,7 @@ import jax.numpy as jnp
 from plastic_jax.feedback import STATEFUL_MODES, feedback_matrices
 from plastic_jax.inner import Rule, online_step, state_step, step_factors
 from plastic_jax.network import BETA, Weights, forward, softplus_grad_from_y
+from plastic_jax.pathways import PLAIN_MODES
 from plastic_jax.plasticity import Fused, Vectors, apply_fused, constant_outputs, fuse
 
 # ----------------------------------------------------------------------------- fused factors
@@ -221,8 +222,8 @@ def _fwd(theta, rule, W, B, xs, labels, backward):
     if rule.feedback in STATEFUL_MODES:
         (W_T, B_T), stack = _state_forward(theta, rule, W, B, xs, labels)
         return W_T, (theta, (W, B), (W_T, B_T), B, xs, labels, stack, want_B)
-    # the other modes beyond bp/fa have no fast step: the generic one (a constant B)
-    if backward == "generic" or rule.feedback not in ("bp", "fa"):
+    # the modes beyond PLAIN_MODES (bp, fa) have no fast step: the generic one (a constant B)
+    if backward == "generic" or rule.feedback not in PLAIN_MODES:
         W_T, stack = _generic_forward(theta, rule, W, B, xs, labels)
     else:
         W_T, stack = _fast_forward(theta, rule, W, B, xs, labels)
@@ -239,7 +240,7 @@ def _bwd(rule, backward, res, G_T):
         drift = rebuild_drift(W_0 + B_0, W_0r + B_0r)
     else:
         G_T = tuple(_zeros_if_symbolic(g, w) for g, w in zip(G_T, W_T))
-        if backward == "generic" or rule.feedback not in ("bp", "fa"):
+        if backward == "generic" or rule.feedback not in PLAIN_MODES:
             W_0r, G_0, th_bar, B_bar = _generic_backward(theta, rule, W_T, B, xs, labels, stack, G_T, want_B)
         else:
             W_0r, G_0, th_bar, B_bar = _fast_backward(theta, rule, W_T, B, xs, labels, stack, G_T, want_B)

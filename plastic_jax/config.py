@@ -172,6 +172,13 @@ def _feedback_modes() -> Sequence[str]:
     return FEEDBACK_MODES
 
 
+def _feedback_help() -> str:
+    """``--feedback``'s help: every registered pathway with its one-line description."""
+    from plastic_jax.pathways import feedback_help
+
+    return feedback_help()
+
+
 def _bp_grads() -> Sequence[str]:
     from plastic_jax.feedback import BP_GRADS
 
@@ -265,10 +272,7 @@ class TrainConfig:
         "'+'-joined term ids, e.g. 0+2); overrides --rule and --terms; a term's coefficient is shared by "
         "every layer that uses it", group=RULE, check=_non_empty)
     feedback: str = setting(
-        "fa", "teaching-signal pathway: bp (B = W), fa (fixed random B), dfa (direct: every layer from the "
-        "output error), sign (sign(W)·|random|), kp (Kolen-Pollack: B gets W's own update), plastic (B "
-        "has its own meta-learned rule Θ^B, logged as B:kp, B:decay, B:err) or routing (a meta-learned "
-        "gate per layer mixes fa and dfa, logged as gate@<layer>); docs/METHOD.md §9", group=RULE,
+        "fa", _feedback_help, group=RULE,
                             choices=_feedback_modes, noun="feedback", evaluate=True)
     bp_grad: str = setting(
         "frozen", "with --feedback bp, whether the meta-gradient holds B = W constant as the paper's "

@@ -39,15 +39,21 @@ import jax
 import jax.numpy as jnp
 
 from plastic_jax.network import Activations, Weights, forward, softplus_grad_from_y, xavier_uniform
+from plastic_jax.pathways import (  # noqa: F401 - re-exported: the names the package has always had
+    DIRECT_MODES,
+    FEEDBACK_MODES,
+    PLASTIC_B_TERMS,
+    REGISTRY,
+    STATEFUL_MODES,
+    get,
+)
 from plastic_jax.plasticity import Fused
 
-FEEDBACK_MODES = ("bp", "fa", "dfa", "sign", "kp", "plastic", "routing")
-#: modes whose B carries direct matrices D_0 … D_{L−2} after B_1 … B_L
-DIRECT_MODES = ("dfa", "routing")
-#: modes whose B changes during the episode (carried by the scan beside W)
-STATEFUL_MODES = ("kp", "plastic")
-#: the terms of ``plastic`` feedback, in Θ^B's order
-PLASTIC_B_TERMS = ("kp", "decay", "err")
+# the pathways and their lists are declared once, in plastic_jax/pathways.py (``Pathway``):
+# FEEDBACK_MODES (every mode), DIRECT_MODES (B carries direct matrices D_0 … D_{L−2} after
+# B_1 … B_L), STATEFUL_MODES (B changes during the episode, carried by the scan beside W) and
+# PLASTIC_B_TERMS (the terms of ``plastic`` feedback, in Θ^B's order) are derived there
+
 #: how the meta-gradient treats B = W under ``bp`` (docs/METHOD.md §2)
 BP_GRADS = ("frozen", "through")
 
@@ -65,23 +71,17 @@ def feedback_shapes(feedback: str, sizes: Sequence[int]) -> list[tuple[int, int]
 
 
 def n_feedback_params(feedback: str, n_layers: int) -> int:
-    """Meta-parameters of the mode: 3 (Θ^B) for ``plastic``, L − 1 gates for ``routing``, else 0."""
-    if feedback == "plastic":
-        return len(PLASTIC_B_TERMS)
-    if feedback == "routing":
-        return n_layers - 1
-    return 0
+    """Meta-parameters of the mode (``pathways.Pathway.labels``): 3 (Θ^B) for ``plastic``, L − 1
+    gates for ``routing``, else 0."""
+    return len(feedback_labels(feedback, n_layers))
 
 
 def feedback_labels(feedback: str, n_layers: int) -> tuple[str, ...]:
-    """Labels of the mode's meta-parameters as metrics.jsonl keys them: ``B:kp``, ``B:decay``,
-    ``B:err`` (Θ^B) or ``gate@0`` … ``gate@<L−2>`` (φ_ℓ, the free parameter of the gate of the
-    error e_ℓ of neuron layer ℓ; the gate itself is sigmoid(φ_ℓ))."""
-    if feedback == "plastic":
-        return tuple(f"B:{t}" for t in PLASTIC_B_TERMS)
-    if feedback == "routing":
-        return tuple(f"gate@{l}" for l in range(n_layers - 1))
-    return ()
+    """Labels of the mode's meta-parameters as metrics.jsonl keys them (``pathways.Pathway.labels``):
+    ``B:kp``, ``B:decay``, ``B:err`` (Θ^B) or ``gate@0`` … ``gate@<L−2>`` (φ_ℓ, the free parameter
+    of the gate of the error e_ℓ of neuron layer ℓ; the gate itself is sigmoid(φ_ℓ))."""
+    pathway = REGISTRY.get(feedback)
+    return () if pathway is None else pathway.labels(n_layers)
 
 
 def init_direct(key: jax.Array, sizes: Sequence[int], dtype=jnp.float32) -> Weights:
@@ -109,17 +109,16 @@ def feedback_matrices(feedback: str, W: Weights, B: Weights, bp_grad: str = "fro
     the same either way. ``sign`` has no gradient through sign(W) (zero almost everywhere).
     """
     L = len(W)
-    if feedback == "bp":
+    matrices = get(feedback).matrices  # pathways.Pathway.matrices
+    if matrices == "W":
         if bp_grad == "frozen":
             return tuple(jax.lax.stop_gradient(w) for w in W)
         if bp_grad == "through":
             return W
         raise ValueError(f"unknown bp_grad {bp_grad!r}; choose one of {BP_GRADS}")
-    if feedback == "sign":
+    if matrices == "sign":
         return tuple(jax.lax.stop_gradient(jnp.sign(w)) * jnp.abs(b) for w, b in zip(W, B[:L]))
-    if feedback in FEEDBACK_MODES:
-        return tuple(B[:L])
-    raise ValueError(f"unknown feedback mode {feedback!r}; choose one of {FEEDBACK_MODES}")
+    return tuple(B[:L])
 
 
 def teaching_signals(
@@ -175,10 +174,11 @@ def signals(
     the mode's meta-parameters (the tail of Θ, ``Rule.feedback_params``; the gates for
     ``routing``), ``act`` the forward pass of W."""
     L = len(W)
+    pathway = get(feedback)  # pathways.Pathway: direct (dfa), direct and gated (routing), or neither
     Bf = feedback_matrices(feedback, W, B, bp_grad)
-    if feedback == "dfa":
+    if pathway.direct and not pathway.gated:
         return teaching_signals(act, label, Bf, need_e0=need_e0, direct=B[L:])
-    if feedback == "routing":  # one weight layer: no gate (phi is None), e_0 = B_1ᵀ e_1 as in fa and dfa
+    if pathway.direct:  # one weight layer: no gate (phi is None), e_0 = B_1ᵀ e_1 as in fa and dfa
         g = None if phi is None else gates(phi)
         return teaching_signals(act, label, Bf, need_e0=need_e0, direct=B[L:] if L > 1 else None, g=g)
     return teaching_signals(act, label, Bf, need_e0=need_e0)

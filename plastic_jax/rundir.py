@@ -74,7 +74,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shlex
 import shutil
 import socket
@@ -85,6 +84,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from plastic_jax import pathways
 from plastic_jax.config import (
     EPISODES_MAX,
     LEGACY,
@@ -95,6 +95,7 @@ from plastic_jax.config import (
     TrainConfig,
     flag_of,
 )
+from plastic_jax.pathways import PLASTIC_B_TERMS
 
 CONFIG, METRICS, SUMMARY, CHECKPOINTS, LOCK = "config.json", "metrics.jsonl", "summary.json", "checkpoints", ".lock"
 CHECKPOINTS_BAD, METRICS_CUT = CHECKPOINTS + "_bad", "metrics_cut.jsonl"
@@ -113,26 +114,19 @@ PREDATED: dict[str, Any] = {"meta_clip": 0.0, **LEGACY}
 PATH_RESERVE = 256
 #: number fields of a record (null: not finite) and lists of numbers
 NUMBER_FIELDS, NUMBER_LISTS = ("meta_loss", "query_loss", "accuracy"), ("alignment", "orthonormality")
-#: the terms of ``plastic`` feedback's Θ^B in Θ's order (``feedback.PLASTIC_B_TERMS``; spelled out
-#: here so that reading a run needs no JAX)
-B_TERMS = ("kp", "decay", "err")
+#: the terms of ``plastic`` feedback's Θ^B in Θ's order (``feedback.PLASTIC_B_TERMS``; declared in
+#: the JAX-free ``plastic_jax.pathways``, so that reading a run needs no JAX)
+B_TERMS = PLASTIC_B_TERMS
 #: a key of a record's Θ table (``inner.Rule.theta_labels``): "F<term id>", or "F<term id>@<layer>"
-#: (1-based) with --per-layer-theta; then the feedback mode's meta-parameters, "B:<term>" (Θ^B of
-#: ``plastic``) or "gate@<layer>" (φ_ℓ of ``routing``'s gate of e_ℓ, 0-based)
-THETA_KEY = re.compile(r"F(\d+)(?:@(\d+))?|B:(" + "|".join(B_TERMS) + r")|gate@(\d+)")
-
-
-def theta_key_order(key: str) -> tuple[int, int]:
-    """Sort key of a Θ label (``THETA_KEY``): the coefficients by term id, then layer (a shared Θ
-    has layer 0); after them Θ^B in ``B_TERMS``' order, then the gates by layer; anything else last."""
-    m = THETA_KEY.fullmatch(key)
-    if m is None:
-        return (1 << 30, 0)
-    if m.group(1) is not None:
-        return (int(m.group(1)), int(m.group(2) or 0))
-    if m.group(3) is not None:
-        return (1 << 28, B_TERMS.index(m.group(3)))
-    return (1 << 29, int(m.group(4)))
+#: (1-based) with --per-layer-theta; then the feedback mode's meta-parameters as each registered
+#: pathway declares them (``pathways.Pathway.label_pattern``): "B:<term>" (group 3, Θ^B of
+#: ``plastic``), "gate@<layer>" (group 4, φ_ℓ of ``routing``'s gate of e_ℓ, 0-based), then those of
+#: pathways registered later. Follows ``pathways.register`` (``pathways.theta_key()``).
+THETA_KEY = pathways.THETA_KEY
+#: sort key of a Θ label: the coefficients by term id, then layer (a shared Θ has layer 0); after
+#: them each pathway's labels in the registry's order (Θ^B in ``B_TERMS``' order, then the gates
+#: by layer); anything else last
+theta_key_order = pathways.theta_key_order
 
 
 class RunDirError(ConfigError):

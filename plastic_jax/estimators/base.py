@@ -9,11 +9,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# PLAIN_MODES: the feedback modes with hand-written forward-mode and adjoint steps
+# (``pathways.Pathway.plain``); the others go the generic way (``forward.forward_state_step``;
+# ``plastic_jax/adjoint.py``'s generic backward)
+from plastic_jax.pathways import PLAIN_MODES
+
 #: bytes of one float (the estimators run in float32; a float64 run needs twice the estimate)
 FLOAT_BYTES = 4
-#: the feedback modes with hand-written forward-mode and adjoint steps; the others go the generic
-#: way (``forward.forward_state_step``; ``plastic_jax/adjoint.py``'s generic backward)
-PLAIN_MODES = ("bp", "fa")
 #: ``auto`` uses forward mode up to this many entries of Θ, the adjoint above. Measured on the
 #: EMNIST-sized network, T = 250, meta-batch 1, 2-core CPU (docs/PERFORMANCE.md): forward mode
 #: costs about (1 + c·R) forward episodes (f0 2.5–2.9×, bio 4–6×, pool 8.5–14×, per-layer pool
