@@ -104,3 +104,42 @@ def test_the_section_from_a_runs_directory(tmp_path):
     text = preset_section(str(tmp_path))
     assert text.startswith("### The claims at each preset") and "| f0-bp | 30 of 30; 71.5 [" in text
     assert "| claim | the paper | robust preset | paper preset |" in text
+
+
+def test_write_replaces_only_its_own_section(tmp_path):
+    from plastic_jax.paper import presets
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(f"# Results\n\nbefore\n\n{presets.BEGIN}\nstale\n{presets.END}\n\nafter\n")
+    assert presets.main([str(root), "--write", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("# Results\n\nbefore\n\n") and text.endswith("\n\nafter\n")
+    assert "stale" not in text and "### The claims at each preset" in text
+    assert text.count(presets.BEGIN) == 1 and text.count(presets.END) == 1
+
+
+def test_a_missing_runs_directory_is_one_line(tmp_path, capsys):
+    import pytest
+
+    from plastic_jax.paper import presets
+
+    doc = tmp_path / "RESULTS.md"
+    with pytest.raises(SystemExit) as e:
+        presets.main([str(tmp_path / "nope"), "--write", str(doc)])
+    assert e.value.code == 2 and "no runs directory" in capsys.readouterr().err and not doc.exists()
+
+
+def test_a_seed_diverged_throughout_the_window_is_named_not_a_nan_mean(tmp_path):
+    for preset in ("robust", "paper"):
+        seeds = accs(0.60, 0.70, 0.80)
+        if preset == "paper":
+            seeds[2].update(diverge_at=0)  # no finite accuracy in any episode
+        synthetic_run(str(tmp_path / preset / "bio-fa"), E, seeds, preset=preset, rule="bio", feedback="fa",
+                      theta={"F0": 0.01, "F2": -0.05, "F9": 0.005})
+    text = "\n".join(runs_table({p: preset_context(seeds20_layout(str(tmp_path), p)) for p in ("robust", "paper")}))
+    row = next(line for line in text.splitlines() if line.startswith("| bio-fa |"))
+    assert "nan" not in row.lower()
+    assert "65.0" in row and "(over 2 seeds: 1 with no finite accuracy)" in row  # the mean of 0.60 and 0.70
+    assert "70.0" in row  # robust: the mean of all three

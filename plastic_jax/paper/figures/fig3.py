@@ -27,7 +27,7 @@ def decide(ctx: PaperContext) -> Verdict:
         f"98% CIs {'disjoint' if sep else 'overlapping'}); the paper's ≈ 70% and ≈ 25% on EMNIST. FA's hidden "
         "teaching signals stay near orthogonal to backprop's"
         + (f" (mean hidden α {al.mean():.0f}°)." if al is not None else ".")
-        + (" Unlike the paper's, our θ0 is still drifting after 100 episodes (the settling episodes above)."
+        + (" Unlike the paper's, our θ0 is still drifting after 100 episodes."
            if any(v is None or v > 100 for v in settle.values()) else " θ0 settles within 100 episodes."),
         ("f0-bp", "f0-fa"))
 
