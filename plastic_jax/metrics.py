@@ -10,7 +10,12 @@ Both are evaluated on an episode's query set, after online adaptation:
   the query set (W_ℓ y_{ℓ-1} and W_ℓ W_ℓᵀ y_ℓ are both (n_ℓ,)). For ℓ = L, y_L = softmax(z_L).
 
 ``episode_analysis`` re-runs the forward episode of a meta-training step (same key, same Θ as
-the step, i.e. the pre-update Θ) and returns these per layer, averaged over the meta-batch.
+the step, i.e. the pre-update Θ) and returns these per layer, averaged over the meta-batch. With
+``sensitivity`` (the default, what meta-training logs) the re-run carries the tangent of the
+weights along the fixed unit direction v = all ones / √R (``sensitivity.tangent_episode``, about
+two forward episodes' work instead of one) and also returns the episode's perturbation
+amplification growth_T / growth_1 (mean and max over the meta-batch) and whether any task of it
+was chaotic (``sensitivity.is_chaotic``: amplification > 1e3, overflowed or diverged).
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from plastic_jax.data.sampler import ClassIndex
-from plastic_jax.episode import EpisodeSpec, mean_over_tasks, run
+from plastic_jax.episode import EpisodeSpec, run
 from plastic_jax.feedback import bp_signals, signals
-from plastic_jax.inner import Rule
+from plastic_jax.inner import Rule, query_loss
 from plastic_jax.network import Weights, forward
 
 
@@ -67,23 +72,46 @@ def orthonormality_errors(W: Weights, xq: jax.Array) -> jax.Array:
 
 
 def episode_analysis(
-    theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex
+    theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex, sensitivity: bool = True,
+    threshold: float | None = None,
 ) -> dict[str, jax.Array]:
-    """Re-run the episode(s) of one meta-step (the same key: ``episode.mean_over_tasks``) and
-    measure them.
+    """Re-run the episode(s) of one meta-step (the same key and tasks as ``episode.mean_over_tasks``)
+    and measure them.
 
     Returns ``{"alignment": (L,), "orthonormality": (L,), "accuracy": ()}``, each the mean over
     the ``spec.meta_batch`` tasks drawn from ``key``. Pass the Θ the meta-step was given (the
     pre-update Θ): then ``accuracy`` is the one the step logged for this episode.
-    """
 
-    def one(k):
-        out = run(theta, rule, spec, k, ci)
+    ``sensitivity`` adds ``"amplification"`` () and ``"amplification_max"`` (), the mean and the
+    max over the tasks of ``sensitivity.episode_sensitivity(theta, …, task_key).amplification``
+    along v = all ones / √R (NaN or inf where a task's tangent overflowed or it diverged), and
+    ``"chaotic"`` () bool, whether any task is chaotic (``sensitivity.is_chaotic`` at
+    ``threshold``, default ``sensitivity.CHAOS_THRESHOLD``). The adapted weights are then those of
+    the tangent episode (the same ops as ``episode.run``).
+    """
+    from plastic_jax import sensitivity as sens
+
+    thr = sens.CHAOS_THRESHOLD if threshold is None else threshold
+
+    def measures(W, B, task) -> dict[str, jax.Array]:
         return {
-            "alignment": alignment_angles(out.W, out.B, rule.feedback, out.task.xq, out.task.yq,
-                                          rule.feedback_params(theta)),
-            "orthonormality": orthonormality_errors(out.W, out.task.xq),
-            "accuracy": out.accuracy,
+            "alignment": alignment_angles(W, B, rule.feedback, task.xq, task.yq, rule.feedback_params(theta)),
+            "orthonormality": orthonormality_errors(W, task.xq),
         }
 
-    return mean_over_tasks(one, spec, key)
+    def one(k):
+        if not sensitivity:
+            out = run(theta, rule, spec, k, ci)
+            return {**measures(out.W, out.B, out.task), "accuracy": out.accuracy}
+        ep = sens.tangent_episode(theta, rule, spec, k, ci)
+        s = sens.sensitivity_of(ep)
+        return {**measures(ep.W, ep.B, ep.task), "accuracy": query_loss(ep.W, ep.task.xq, ep.task.yq)[1],
+                "amplification": s.amplification, "chaotic": sens.is_chaotic(s, thr)}
+
+    per = jax.vmap(one)(jax.random.split(key, spec.meta_batch))  # episode.mean_over_tasks' task keys
+    out = {k: jnp.mean(per[k], axis=0) for k in ("alignment", "orthonormality", "accuracy")}
+    if sensitivity:
+        out["amplification"] = jnp.mean(per["amplification"])
+        out["amplification_max"] = jnp.max(per["amplification"])
+        out["chaotic"] = jnp.any(per["chaotic"])
+    return out

@@ -15,7 +15,11 @@
 - ``telemetry``: each meta-step's telemetry, per seed: (a) the meta-gradient norm before clipping
   (log scale) with spikes (red x) and rollbacks (ticks at the bottom) marked, (b) Adam's largest
   sqrt of the second moment, (c) the norm of the applied update, (d) the guard's step multiplier;
-  drawn only when some run recorded telemetry (runs written before it have none).
+  drawn only when some run recorded telemetry (runs written before it have none); and, when some
+  run logged it at its analysis points, (e) the episode's perturbation amplification growth_T /
+  growth_1 along all ones / √R (``sensitivity.episode_sensitivity``, mean over the meta-batch; log
+  scale) with the chaotic threshold 1e3 (dashed) and, at the top, the analysis points whose
+  amplification overflowed or whose episode diverged (flag ``chaotic``, amplification null).
 
 Several runs overlay, each labelled by its rule and feedback (e.g. ``ehebb+fa``, ``ehebb+fa
 per-layer Θ``), and by the settings in which the overlaid runs differ (``label_runs``: ``pool+fa
@@ -43,6 +47,12 @@ FIGURES = ("accuracy", "loss", "theta", "alignment", "orthonormality", "telemetr
 #: a run needs no JAX): numbers, then flags
 TELEMETRY = ("grad_norm", "grad_norm_median", "update_norm", "adam_nu_max", "step_scale")
 TELEMETRY_FLAGS = ("clipped", "spike", "rolled_back")
+#: the episode sensitivity of an analysis record (``metrics.episode_analysis``; absent from older runs):
+#: the amplification (mean and max over the meta-batch), then the flag
+SENSITIVITY = ("amplification", "amplification_max")
+SENSITIVITY_FLAGS = ("chaotic",)
+#: ``sensitivity.CHAOS_THRESHOLD`` (spelled out: reading and drawing a run needs no JAX)
+CHAOS_THRESHOLD = 1e3
 
 
 @dataclass
@@ -54,7 +64,8 @@ class Run:
     analysis_episodes: (A,); alignment, orthonormality: (S, A, L) (A = 0 when never logged);
     telemetry: name -> (S, E) for every name of ``TELEMETRY`` and ``TELEMETRY_FLAGS`` when any
     record has telemetry (a flag is 1.0 or 0.0; a value a record lacks, or null, is NaN), empty for
-    a run written before records carried it;
+    a run written before records carried it; also ``SENSITIVITY`` and ``SENSITIVITY_FLAGS`` when
+    any record has an amplification (NaN except at the analysis points);
     member: the combination of a sweep, `` λ=<l1> lr=<meta_lr>`` (appended to the label), else "".
     """
 
@@ -224,6 +235,9 @@ def _build_run(path: str, config: dict, label: str, records: list[dict]) -> Run:
     if any(k in r for r in recs.values() for k in TELEMETRY + TELEMETRY_FLAGS):
         run.telemetry = {k: _telemetry_grid(path, recs, episodes, seeds, k, k in TELEMETRY_FLAGS)
                          for k in TELEMETRY + TELEMETRY_FLAGS}
+    if any(k in r for r in recs.values() for k in SENSITIVITY):
+        run.telemetry.update({k: _telemetry_grid(path, recs, episodes, seeds, k, k in SENSITIVITY_FLAGS)
+                              for k in SENSITIVITY + SENSITIVITY_FLAGS})
     return run
 
 
@@ -582,18 +596,67 @@ TELEMETRY_PANELS = (
 )
 
 
-def _telemetry_figure(plt, runs: list[Run], color: dict):
-    """The telemetry figure of ``runs`` (each with telemetry), one thin line per seed, one colour
-    per run; spikes (red x) and rollbacks (ticks at the bottom) marked on the gradient norm."""
+def _amplification_panel(ax, runs: list[Run], color: dict, first: dict) -> None:
+    """Panel (e): each seed's amplification at its analysis points (log scale; a point whose
+    amplification is not finite, an overflowed tangent or a diverged episode flagged ``chaotic``,
+    is a red triangle at the top), the chaotic threshold as a dashed line."""
     from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), squeeze=False)
+    overflow = False
+    for r in runs:
+        v = r.telemetry.get("amplification")
+        if v is None:
+            continue
+        chaotic = r.telemetry["chaotic"] == 1.0
+        S = len(r.seeds)
+        for i in range(S):
+            ok = np.isfinite(v[i]) & (v[i] > 0)
+            if ok.any():
+                (line,) = ax.plot(r.episodes[ok], v[i][ok], color=color[id(r)], lw=0.7, alpha=0.7, marker=".", ms=3,
+                                  label=_seeds_label(r.label, S) if id(r) not in first else None)
+                first.setdefault(id(r), line)
+            bad = chaotic[i] & ~ok
+            if bad.any():
+                overflow = True
+                ax.plot(r.episodes[bad], np.full(int(bad.sum()), 0.97), ls="none", marker="^", color="red", ms=5,
+                        transform=ax.get_xaxis_transform(), zorder=3)
+    ax.set_yscale("log")
+    ax.axhline(CHAOS_THRESHOLD, color="0.3", ls="--", lw=1)
+    handles = [Line2D([], [], color="0.3", ls="--", lw=1)]
+    labels = [f"chaotic above {CHAOS_THRESHOLD:g}"]
+    if overflow:
+        handles.append(Line2D([], [], ls="none", marker="^", color="red", ms=5))
+        labels.append("overflowed or diverged")
+    ax.legend(handles, labels, fontsize=7, loc="upper left")
+    ax.set_title(r"(e) perturbation amplification of the episode, $\Vert\delta W_T\Vert / \Vert\delta W_1\Vert$ "
+                 r"along $\mathbf{1}/\sqrt{R}$ (analysis points, mean over the meta-batch)", fontsize=9)
+    ax.set_xlabel("episode", fontsize=8)
+    ax.set_ylabel("amplification", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _telemetry_figure(plt, runs: list[Run], color: dict):
+    """The telemetry figure of ``runs`` (each with telemetry), one thin line per seed, one colour
+    per run; spikes (red x) and rollbacks (ticks at the bottom) marked on the gradient norm; a
+    fifth panel, the amplification, when some run logged it (``_amplification_panel``)."""
+    from matplotlib.lines import Line2D
+
+    sens = any("amplification" in r.telemetry for r in runs)
+    if sens:
+        fig, axes = plt.subplots(3, 2, figsize=(11, 10), squeeze=False)
+        for ax in axes[2]:
+            ax.remove()
+        amp_ax = fig.add_subplot(3, 1, 3)
+    else:
+        fig, axes = plt.subplots(2, 2, figsize=(11, 7), squeeze=False)
     marks = {"spike": False, "rolled_back": False}
     first: dict[int, object] = {}  # a run's legend entry: its first line in any panel
     for ax, (key, title, ylabel, log) in zip(axes.flat, TELEMETRY_PANELS):
         drawn = False
         for r in runs:
-            v = r.telemetry[key]
+            v = r.telemetry.get(key)
+            if v is None:  # a run with an amplification but no meta-step telemetry
+                continue
             if log:  # a norm of 0 (an update not applied) or a NaN has no place on a log axis: a gap
                 with np.errstate(invalid="ignore"):
                     v = np.where(v > 0, v, np.nan)
@@ -631,6 +694,8 @@ def _telemetry_figure(plt, runs: list[Run], color: dict):
         if key == "step_scale":
             ax.axhline(1.0, color="0.4", ls=":", lw=1)
             ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]), top=max(1.05, ax.get_ylim()[1]))
+    if sens:
+        _amplification_panel(amp_ax, runs, color, first)
     # every run drawn, whichever panel it first appears in (one without a gradient norm is not in (a))
     handles = [first[id(r)] for r in runs if id(r) in first]
     labels = [h.get_label() for h in handles]
