@@ -85,13 +85,30 @@ def _os_error_of(e: BaseException, path: str) -> CheckpointWriteError:
 _ABSL = logging.getLogger("absl")
 
 
+class _NeverRetrieved(logging.Filter):
+    """Drops asyncio's "... exception was never retrieved" reports of orbax's write tasks: after a
+    failed write (disk full) the sibling writes orbax started fail too, nobody awaits them, and
+    asyncio logs each one with a traceback when it is collected, possibly at exit, after the run
+    has already said in one line why it stopped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exception was never retrieved" not in str(record.msg)
+
+
+_ASYNCIO_FILTER = _NeverRetrieved()
+
+
 @contextlib.contextmanager
 def _muted() -> Iterator[None]:
-    """Orbax's absl logging off inside (its worker threads log a failed write with a traceback)."""
+    """Orbax's absl logging off inside (its worker threads log a failed write with a traceback);
+    after a failure, asyncio's reports of its unawaited sibling writes stay off for good."""
     was = _ABSL.disabled
     _ABSL.disabled = True
     try:
         yield
+    except BaseException:
+        logging.getLogger("asyncio").addFilter(_ASYNCIO_FILTER)  # idempotent: a filter is added once
+        raise
     finally:
         _ABSL.disabled = was
 
