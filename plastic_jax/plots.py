@@ -368,10 +368,9 @@ def _band(ax, x, curves, label, color, *, who: str = "", window: int | None = No
 
 def is_gate(t: str) -> bool:
     """A routing gate's label (``gate@<ℓ>``: its φ_ℓ; the figure shows sigmoid(φ_ℓ))."""
-    from plastic_jax.rundir import THETA_KEY
+    from plastic_jax.pathways import label_owner
 
-    m = THETA_KEY.fullmatch(t)
-    return m is not None and m.group(4) is not None
+    return label_owner(t) is not None and label_owner(t)[0] == "routing"
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -384,17 +383,22 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def theta_title(t: str) -> str:
     """A Θ key as mathtext: ``F2`` -> θ_2 (F2), ``F2@1`` -> θ_2, layer 1 (F2@1); ``B:kp`` ->
     θ^B_kp (B:kp) (``plastic`` feedback's Θ^B); ``gate@1`` -> gate g_1 = sigmoid(φ_1) (gate@1)
-    (``routing``: the panel shows the gate, not φ). Any other key is shown as it is."""
+    (``routing``: the panel shows the gate, not φ). Any other key, a registered pathway's own
+    included (``pathways.label_owner``), is shown as it is."""
+    from plastic_jax.pathways import label_owner
     from plastic_jax.rundir import THETA_KEY
 
     m = THETA_KEY.fullmatch(t)
-    if m is None:
+    owner = label_owner(t)
+    if m is None or (m.group(1) is None and owner is None):
         return t.replace("$", r"\$")
-    if m.group(3) is not None:
-        return rf"$\theta^B_{{\mathrm{{{m.group(3)}}}}}$ ({t})"
-    if m.group(4) is not None:
-        l = m.group(4)
-        return rf"gate $g_{{{l}}}$ = sigmoid($\phi_{{{l}}}$) ({t})"
+    if owner is not None:
+        name, part = owner
+        if name == "plastic":
+            return rf"$\theta^B_{{\mathrm{{{part}}}}}$ ({t})"
+        if name == "routing":
+            return rf"gate $g_{{{part}}}$ = sigmoid($\phi_{{{part}}}$) ({t})"
+        return t.replace("$", r"\$")
     term, layer = m.group(1), m.group(2)
     return rf"$\theta_{{{term}}}$" + (f", layer {layer}" if layer else "") + f" ({t})"
 

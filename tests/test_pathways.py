@@ -155,3 +155,12 @@ def _squash(text: str) -> str:
 def _help() -> str:
     """``meta-train --help`` without whitespace (argparse wraps lines, also after a hyphen)."""
     return _squash(build_parser().commands["meta-train"].format_help())
+
+
+def test_plots_title_a_registered_pathways_label_as_it_is_and_keep_the_built_in_ones(toy):
+    from plastic_jax.plots import is_gate, theta_title
+
+    assert theta_title("toy:a") == "toy:a" and not is_gate("toy:a")  # was "θ_None (toy:a)"
+    assert theta_title("B:kp") == r"$\theta^B_{\mathrm{kp}}$ (B:kp)"
+    assert theta_title("gate@3") == r"gate $g_{3}$ = sigmoid($\phi_{3}$) (gate@3)" and is_gate("gate@3")
+    assert theta_title("F2@1") == r"$\theta_{2}$, layer 1 (F2@1)" and not is_gate("F2@1")
