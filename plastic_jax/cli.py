@@ -330,7 +330,9 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
         return 3
     n = min(100, cfg.episodes)
     print(f"run: {cfg.out}")
-    print(f"mean query accuracy over the last {n} episodes: {summary['last100_accuracy']:.4f}")
+    lost = summary.get("last100_seeds_without_accuracy", 0)
+    print(f"mean query accuracy over the last {n} episodes: {summary['last100_accuracy']:.4f}"
+          + (f" (over the seeds with a finite accuracy; {lost} diverged throughout)" if lost else ""))
     if "combinations" in summary:
         for c in summary["combinations"]:
             ci = c["last100_accuracy_ci98"]

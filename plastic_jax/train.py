@@ -13,6 +13,7 @@ import contextlib
 import functools
 import signal
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -243,14 +244,22 @@ def summarize(cfg: TrainConfig, accs: np.ndarray, theta: np.ndarray, terms: tupl
         raise TrainingStopped("non-finite Θ; not written")
     done = len(accs)
     last = accs[-min(100, done):]
+    # an episode whose adapted network overflowed has a NaN accuracy: left out of its seed's mean; a
+    # seed with no finite accuracy in the window (diverged throughout) is left out of the mean over
+    # seeds and counted, never averaged in as a number it does not have
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_seed = np.nanmean(last, axis=0)
+    fin = np.isfinite(per_seed)
     # 98% percentile-bootstrap CI (500 resamples) over the seeds of the per-seed means (docs/METHOD.md §6)
-    _, lo, hi = bootstrap_ci(last.mean(axis=0), level=0.98, n_resamples=500)
+    _, lo, hi = bootstrap_ci(per_seed[fin], level=0.98, n_resamples=500) if fin.sum() > 1 else (0, np.nan, np.nan)
     summary = {
         "episodes": cfg.episodes,
         "seeds": [cfg.seed + s for s in range(cfg.seeds)],
-        "last100_accuracy": float(last.mean()),
-        "last100_accuracy_per_seed": [float(a) for a in last.mean(axis=0)],
+        "last100_accuracy": float(per_seed[fin].mean()) if fin.any() else float("nan"),
+        "last100_accuracy_per_seed": [float(a) for a in per_seed],
         "last100_accuracy_ci98": [float(lo), float(hi)] if cfg.seeds > 1 else None,  # one seed: no interval
+        "last100_seeds_without_accuracy": int((~fin).sum()),
         "theta": [theta_dict(t, terms) for t in theta],
     }
     if cfg.is_sweep:
@@ -258,13 +267,14 @@ def summarize(cfg: TrainConfig, accs: np.ndarray, theta: np.ndarray, terms: tupl
         summary["members"] = [{"l1": lam, "meta_lr": lr, "seed": seed} for lam, lr, seed in members]
         summary["seeds"] = [seed for _, _, seed in members]
         combos = []
-        per = last.mean(axis=0)
         for c in range(len(members) // cfg.seeds):
             sl = slice(c * cfg.seeds, (c + 1) * cfg.seeds)
-            _, lo, hi = bootstrap_ci(per[sl], level=0.98, n_resamples=500)
+            per = per_seed[sl][np.isfinite(per_seed[sl])]
+            _, lo, hi = bootstrap_ci(per, level=0.98, n_resamples=500) if len(per) > 1 else (0, np.nan, np.nan)
             combos.append({"l1": members[sl.start][0], "meta_lr": members[sl.start][1],
-                           "last100_accuracy": float(per[sl].mean()),
-                           "last100_accuracy_ci98": [float(lo), float(hi)] if cfg.seeds > 1 else None})
+                           "last100_accuracy": float(per.mean()) if len(per) else float("nan"),
+                           "last100_accuracy_ci98": [float(lo), float(hi)] if cfg.seeds > 1 else None,
+                           "last100_seeds_without_accuracy": cfg.seeds - len(per)})
         summary["combinations"] = combos
     if events is not None:
         summary["events"] = {k: [int(x) for x in v] for k, v in events.items()}

@@ -173,3 +173,20 @@ def test_a_one_seed_summary_has_no_interval():
     two = summarize(TrainConfig(seeds=2, episodes=1), np.array([[0.2, 0.6]]), np.zeros((2, 2), np.float32), (0, 2),
                     None)
     assert two["last100_accuracy_ci98"] == pytest.approx([0.2, 0.6])
+
+
+def test_a_seed_that_diverged_throughout_is_counted_not_averaged_in():
+    from plastic_jax.config import TrainConfig
+    from plastic_jax.train import summarize
+
+    nan = np.nan
+    accs = np.array([[0.2, 0.5, nan], [nan, 0.7, nan], [0.4, 0.6, nan]])  # (episodes, seeds)
+    s = summarize(TrainConfig(seeds=3, episodes=3), accs, np.zeros((3, 2), np.float32), (0, 2), None)
+    assert s["last100_accuracy_per_seed"][:2] == pytest.approx([0.3, 0.6])  # an overflowed episode left out
+    assert np.isnan(s["last100_accuracy_per_seed"][2]) and s["last100_seeds_without_accuracy"] == 1
+    assert s["last100_accuracy"] == pytest.approx(0.45)  # over the two seeds with a finite accuracy
+    assert s["last100_accuracy_ci98"] == pytest.approx([0.3, 0.6])
+    sweep = summarize(TrainConfig(seeds=3, episodes=3, l1=(0.0, 1.0)), np.concatenate([accs, accs[:, :1] * 0 + 0.5], 1)
+                      [:, [0, 1, 2, 3, 3, 3]], np.zeros((6, 2), np.float32), (0, 2), None)
+    assert [c["last100_seeds_without_accuracy"] for c in sweep["combinations"]] == [1, 0]
+    assert [c["last100_accuracy"] for c in sweep["combinations"]] == pytest.approx([0.45, 0.5])
