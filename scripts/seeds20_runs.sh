@@ -21,40 +21,13 @@
 # (runs/code-<commit>, first on PYTHONPATH) so that edits to the working tree never reach a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PJ=${PJ:-.venv/bin/plastic-jax}
-if [[ -n ${FREEZE:-} ]]; then
-  rev=$(git rev-parse --short HEAD)
-  [[ -d runs/code-$rev ]] || { mkdir -p "runs/code-$rev" && git archive HEAD plastic_jax | tar -x -C "runs/code-$rev"; }
-  export PYTHONPATH=$PWD/runs/code-$rev
-  echo "# frozen code: runs/code-$rev"
-fi
 RUNS=${RUNS:-runs/seeds20}
 PRESETS=${PRESETS:-robust paper}
 groups=("$@")
 [[ ${#groups[@]} -eq 0 ]] && groups=(check rules pool best)
 COMMON=(--dataset glyphs --holdout 0.21 --M 5 --K 50 --Q 10 --analysis-every 10 --checkpoint-every 25
         --max-skips 0 --no-progress)
-pin=()
-[[ -n ${CPU:-} ]] && pin=(taskset -c "$CPU")
-
-run() {  # run NAME FLAGS...: start, resume or skip RUNS/NAME
-  local name=$1; shift
-  local out=$RUNS/$name
-  if [[ -f $out/summary.json ]] && ! grep -q '"stopped"' "$out/summary.json"; then
-    echo "done: $out"; return 0
-  fi
-  local cmd
-  if [[ -f $out/config.json ]]; then cmd=("${pin[@]}" "$PJ" meta-train --resume "$out" --no-progress)
-  else cmd=("${pin[@]}" "$PJ" meta-train "${COMMON[@]}" "$@" --out "$out"); fi
-  echo "${cmd[*]}"
-  [[ -n ${DRY_RUN:-} ]] && return 0
-  mkdir -p "$RUNS"
-  local t0 l0 rc=0
-  t0=$(date +%s); l0=$(cut -d' ' -f1-3 /proc/loadavg)
-  "${cmd[@]}" || rc=$?
-  echo "$(( $(date +%s) - t0 )) s, rc $rc, load $l0 -> $(cut -d' ' -f1-3 /proc/loadavg), $(date -Is)" \
-    >> "$out/wall_seconds.txt"
-}
+source scripts/runs_lib.sh  # run(), the CPU pin and the frozen code copy
 
 for g in "${groups[@]}"; do
   for p in $PRESETS; do
