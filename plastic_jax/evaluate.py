@@ -408,6 +408,7 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
     rows = np.asarray(theta, np.float64)
     theta, rows = (rows[0], rows[1:]) if rows.ndim == 2 else (rows, rows[:0])
     data, ci_train, rule, spec = build(cfg)
+    warn_other_data(cfg, data, run_dir)
     terms = rule.theta_labels()
     theta = check_theta(theta, rule.n_theta, terms)
     thetas = np.stack([theta] + [check_theta(t, len(theta), terms) for t in rows])
@@ -498,6 +499,18 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
         "ci98_interval": CI98_INTERVAL,
         "ci98_resamples": CI_RESAMPLES,
     }
+
+
+def warn_other_data(cfg: TrainConfig, data: Any, run_dir: str | None) -> None:
+    """Warn on stderr when the data loaded now is not what the run in ``run_dir`` was meta-trained on
+    (its recorded fingerprint, ``rundir.data_fingerprint``): its "held-out" classes may then not be
+    held out, and its Θ was learned on other examples. Runs without a fingerprint are not checked."""
+    old = cfg.extra.get("fingerprint") if run_dir is not None else None
+    if old is None:
+        return
+    change = rundir.fingerprint_change(old, rundir.data_fingerprint(data, cfg))
+    if change:
+        print(f"warning: {run_dir} was meta-trained on other data: {change}", file=sys.stderr)
 
 
 def evaluate_run(run_dir: str, *, seed_index: int | None = None, overrides: dict[str, Any] | None = None,

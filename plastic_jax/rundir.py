@@ -278,7 +278,7 @@ def record_fingerprint(cfg: TrainConfig, data: Any) -> None:
     cfg.extra["fingerprint"] = data_fingerprint(data, cfg)
 
 
-def _fingerprint_change(old: Any, new: dict[str, Any]) -> str | None:
+def fingerprint_change(old: Any, new: dict[str, Any]) -> str | None:
     """What differs between the run's recorded fingerprint ``old`` and today's ``new`` (None: the same)."""
     if not isinstance(old, dict):
         return "its recorded data fingerprint is not a table"
@@ -495,7 +495,7 @@ def check_resume(cfg: TrainConfig) -> TrainConfig:
                               f"({flag_of(name)}); only {may} may change on resume")
     old_fp, new_fp = saved.extra.get("fingerprint"), cfg.extra.get("fingerprint")
     if old_fp is not None and new_fp is not None:
-        what = _fingerprint_change(old_fp, new_fp)
+        what = fingerprint_change(old_fp, new_fp)
         if what:
             raise RunDirError(f"--resume: {what} (dataset {cfg.dataset!r}; the run's fingerprint is in {path}); "
                               "resume with the data the run was trained on")

@@ -151,3 +151,22 @@ def test_a_fifo_as_json_is_refused_before_any_work(tmp_path, monkeypatch, capsys
     assert box == [2], "evaluate --json FIFO blocked or did not refuse"
     assert "not a regular file" in _one_line(capsys)
     assert not called
+
+
+def test_evaluating_a_run_on_other_data_than_it_was_trained_on_warns(capsys):
+    from plastic_jax import rundir
+    from plastic_jax.config import TrainConfig
+    from plastic_jax.evaluate import warn_other_data
+    from plastic_jax.experiment import build
+
+    cfg = TrainConfig(holdout=0.5)
+    data = build(cfg)[0]
+    cfg.extra["fingerprint"] = rundir.data_fingerprint(data, cfg)
+    warn_other_data(cfg, data, "runs/r")
+    assert capsys.readouterr().err == ""  # the same data: silent
+    cfg.extra["fingerprint"] = {**cfg.extra["fingerprint"], "data_sha256": "0" * 64}
+    warn_other_data(cfg, data, "runs/r")
+    err = capsys.readouterr().err
+    assert err.startswith("warning: runs/r was meta-trained on other data:") and "contents differ" in err
+    warn_other_data(TrainConfig(holdout=0.5), data, "runs/r")  # a run written before fingerprints
+    assert capsys.readouterr().err == ""
