@@ -247,19 +247,27 @@ def summarize(cfg: TrainConfig, accs: np.ndarray, theta: np.ndarray, terms: tupl
     # an episode whose adapted network overflowed has a NaN accuracy: left out of its seed's mean; a
     # seed with no finite accuracy in the window (diverged throughout) is left out of the mean over
     # seeds and counted, never averaged in as a number it does not have
-    with np.errstate(all="ignore"), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         per_seed = np.nanmean(last, axis=0)
-    fin = np.isfinite(per_seed)
-    # 98% percentile-bootstrap CI (500 resamples) over the seeds of the per-seed means (docs/METHOD.md §6)
-    _, lo, hi = bootstrap_ci(per_seed[fin], level=0.98, n_resamples=500) if fin.sum() > 1 else (0, np.nan, np.nan)
+
+    def over_seeds(per: np.ndarray) -> dict[str, Any]:
+        """Mean and 98% percentile-bootstrap CI (500 resamples) over the seeds with a finite
+        per-seed mean (docs/METHOD.md §6), and how many had none."""
+        fin = per[np.isfinite(per)]
+        _, lo, hi = bootstrap_ci(fin, level=0.98, n_resamples=500) if len(fin) > 1 else (0, np.nan, np.nan)
+        return {"last100_accuracy": float(fin.mean()) if len(fin) else float("nan"),
+                "last100_accuracy_ci98": [float(lo), float(hi)] if cfg.seeds > 1 else None,  # one seed: none
+                "last100_seeds_without_accuracy": len(per) - len(fin)}
+
+    overall = over_seeds(per_seed)
     summary = {
         "episodes": cfg.episodes,
         "seeds": [cfg.seed + s for s in range(cfg.seeds)],
-        "last100_accuracy": float(per_seed[fin].mean()) if fin.any() else float("nan"),
+        "last100_accuracy": overall["last100_accuracy"],
         "last100_accuracy_per_seed": [float(a) for a in per_seed],
-        "last100_accuracy_ci98": [float(lo), float(hi)] if cfg.seeds > 1 else None,  # one seed: no interval
-        "last100_seeds_without_accuracy": int((~fin).sum()),
+        "last100_accuracy_ci98": overall["last100_accuracy_ci98"],
+        "last100_seeds_without_accuracy": overall["last100_seeds_without_accuracy"],
         "theta": [theta_dict(t, terms) for t in theta],
     }
     if cfg.is_sweep:
@@ -269,12 +277,7 @@ def summarize(cfg: TrainConfig, accs: np.ndarray, theta: np.ndarray, terms: tupl
         combos = []
         for c in range(len(members) // cfg.seeds):
             sl = slice(c * cfg.seeds, (c + 1) * cfg.seeds)
-            per = per_seed[sl][np.isfinite(per_seed[sl])]
-            _, lo, hi = bootstrap_ci(per, level=0.98, n_resamples=500) if len(per) > 1 else (0, np.nan, np.nan)
-            combos.append({"l1": members[sl.start][0], "meta_lr": members[sl.start][1],
-                           "last100_accuracy": float(per.mean()) if len(per) else float("nan"),
-                           "last100_accuracy_ci98": [float(lo), float(hi)] if cfg.seeds > 1 else None,
-                           "last100_seeds_without_accuracy": cfg.seeds - len(per)})
+            combos.append({"l1": members[sl.start][0], "meta_lr": members[sl.start][1], **over_seeds(per_seed[sl])})
         summary["combinations"] = combos
     if events is not None:
         summary["events"] = {k: [int(x) for x in v] for k, v in events.items()}
