@@ -298,7 +298,7 @@ class Checkpointer:
         import orbax.checkpoint as ocp
 
         target = jax.device_get(target)
-        with _own_process():
+        with _muted(), _own_process():  # a failed read leaves unawaited sibling reads, as a failed write does
             got = self._mgr.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
             )

@@ -56,6 +56,26 @@ def test_checkpointer_round_trip_keeps_the_newest_two(tmp_path):
     assert state_digest(got.state) == state_digest(_state((9, -9)))
 
 
+def test_a_failed_read_silences_asyncio_reports_of_its_unawaited_sibling_reads(tmp_path):
+    """A step with its data files gone fails to read; orbax leaves sibling read tasks nobody
+    awaits, which asyncio reports with a traceback whenever they are collected (CI saw one)."""
+    import logging
+
+    from plastic_jax import checkpoint
+
+    log = logging.getLogger("asyncio")
+    log.removeFilter(checkpoint._ASYNCIO_FILTER)
+    ck = Checkpointer(str(tmp_path / "c"), keep=2)
+    ck.save(3, _state((3, -3)))
+    for path in glob.glob(str(tmp_path / "c" / "3" / "state" / "d" / "*")):
+        os.remove(path)
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        ck.restore_latest(_state())
+    assert checkpoint._ASYNCIO_FILTER in log.filters
+    record = logging.LogRecord("asyncio", logging.ERROR, "", 0, "Task exception was never retrieved", (), None)
+    assert not log.filter(record)
+
+
 def test_a_non_finite_state_is_never_written(tmp_path):
     ck = Checkpointer(str(tmp_path / "c"), keep=2)
     for bad in (np.nan, np.inf):  # (meta_init refuses a non-finite Θ: the state turns non-finite later)
