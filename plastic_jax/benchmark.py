@@ -42,6 +42,7 @@ import sys
 import time
 from typing import Any
 
+from plastic_jax.atomic import atomic_write_json
 from plastic_jax.pathways import FEEDBACK_MODES
 
 EMNIST_SIZES = (784, 170, 130, 100, 70, 47)
@@ -482,7 +483,6 @@ def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
                   f"torch {published.get('torch')}, {c.get('threads')} thread(s), measured in this run")
     print(markdown_table(recs))
     if args.json:
-        from plastic_jax.checkpoint import atomic_write_json
         from plastic_jax.config import ConfigError
 
         try:  # through a temporary file: a failed write leaves an earlier file as it was

@@ -41,7 +41,6 @@ import contextlib
 import errno
 import glob
 import hashlib
-import json
 import logging
 import os
 import re
@@ -52,6 +51,8 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+
+from plastic_jax.atomic import atomic_write_json, atomic_write_text  # noqa: F401 - re-exported
 
 
 class CheckpointError(RuntimeError):
@@ -111,29 +112,6 @@ def _muted() -> Iterator[None]:
         raise
     finally:
         _ABSL.disabled = was
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half a file);
-    when the write fails (disk full) the temporary file is removed and ``path`` is as it was."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_json(path: str, obj: Any) -> None:
-    """``atomic_write_text`` of strict JSON (a non-finite number is written as ``null``)."""
-    from plastic_jax.rundir import json_safe
-
-    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
 _QUIET = False

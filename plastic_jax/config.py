@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from plastic_jax.atomic import atomic_write_json
 from plastic_jax.plasticity import RuleError, parse_terms
 
 
@@ -422,7 +423,6 @@ class TrainConfig:
 
     def dump(self, path: str) -> None:
         """Write ``to_json()`` to ``path`` (through a temporary file, never half a file)."""
-        from plastic_jax.checkpoint import atomic_write_json
 
         atomic_write_json(path, self.to_json())
 

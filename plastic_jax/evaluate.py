@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from plastic_jax import checks, rundir
+from plastic_jax.atomic import atomic_write_json
 from plastic_jax.config import (
     FLOAT32_MAX,
     INT_MAX,
@@ -654,7 +655,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if lr in (min(t["grid"]), max(t["grid"])):
             print(f"warning: the tuned θ_0 of {name} ({lr:g}) is at the edge of --baseline-grid", file=sys.stderr)
     if args.json:
-        from plastic_jax.checkpoint import atomic_write_json
 
         try:  # through a temporary file and os.replace: an earlier file stays whole when this fails
             atomic_write_json(args.json, res)

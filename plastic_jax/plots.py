@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from plastic_jax.atomic import atomic_file
 from plastic_jax.config import ConfigError
 from plastic_jax.stats import bootstrap_ci
 
@@ -443,21 +444,11 @@ def chance_lines(configs: list[dict]) -> list[tuple[float, str, str]]:
 def _save(fig, out: str, name: str) -> list[str]:
     """Write ``fig`` as ``out/name.png`` and ``.pdf``, each through a temporary file in ``out`` and
     ``os.replace``: a failed write (disk full) leaves an earlier figure of that name whole."""
-    import contextlib
-    import tempfile
-
     paths = []
     for ext in ("png", "pdf"):
         p = os.path.join(out, f"{name}.{ext}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{ext}.tmp", dir=out)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, format=ext, dpi=130, bbox_inches="tight")
-            os.replace(tmp, p)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
+        with atomic_file(p, binary=True) as f:
+            fig.savefig(f, format=ext, dpi=130, bbox_inches="tight")
         paths.append(p)
     return paths
 

@@ -85,6 +85,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from plastic_jax import pathways
+from plastic_jax.atomic import atomic_write_json, atomic_write_text, json_safe
+from plastic_jax.checkpoint import Checkpointer, CheckpointError
 from plastic_jax.config import (
     EPISODES_MAX,
     LEGACY,
@@ -93,6 +95,8 @@ from plastic_jax.config import (
     SETTINGS,
     ConfigError,
     TrainConfig,
+    check_settings,
+    class_split,
     flag_of,
 )
 from plastic_jax.pathways import PLASTIC_B_TERMS
@@ -165,17 +169,6 @@ def read_json(path: str) -> Any:
         raise RunDirError(f"{path} is not valid JSON ({_first_line(e)}); the file is damaged") from None
 
 
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by None (strict JSON writes it as ``null``)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
 def record_line(rec: dict[str, Any]) -> str:
     """One metrics.jsonl line: strict JSON (a non-finite number is ``null``) and a newline."""
     return json.dumps(json_safe(rec), allow_nan=False) + "\n"
@@ -233,7 +226,6 @@ def read_config(run_dir: str) -> TrainConfig:
     """The ``TrainConfig`` of the run in ``run_dir``; settings its config.json predates take the
     values the run had (``config.LEGACY``, ``PREDATED``). Any other setting it lacks is a
     ``RunDirError`` naming the file and the key: today's default would silently change the run."""
-    from plastic_jax.config import check_settings
 
     d = read_config_dict(run_dir)
     path = os.path.join(run_dir, CONFIG)
@@ -258,7 +250,6 @@ def data_fingerprint(data: Any, cfg: TrainConfig) -> dict[str, Any]:
     and y as loaded (dtype, shape, bytes), their shapes, and the resolved class split."""
     import numpy as np
 
-    from plastic_jax.config import class_split
 
     h = hashlib.sha256()
     shapes = {}
@@ -728,7 +719,6 @@ class Run:
     """
 
     def __init__(self, cfg: TrainConfig, resume: bool, lock: RunLock | None = None):
-        from plastic_jax.checkpoint import Checkpointer
 
         self.cfg = cfg
         self.path = cfg.out
@@ -785,7 +775,6 @@ class Run:
         """
         import jax
 
-        from plastic_jax.checkpoint import CheckpointError, atomic_write_json
 
         self._check_lock()
         start, state, records = 0, target, []
@@ -837,8 +826,6 @@ class Run:
     def _cut_back(self, metrics: str, records: list[dict[str, Any]], cut: list[dict[str, Any]]) -> None:
         """Cut metrics.jsonl back to ``records``, appending the ``cut`` ones (the episodes that run
         again) to metrics_cut.jsonl first; a failed write (disk full) leaves both as they were."""
-        from plastic_jax.checkpoint import atomic_write_text
-
         text = "".join(record_line(r) for r in records)
         if os.path.exists(metrics):
             with open(metrics, "rb") as f:
@@ -875,7 +862,6 @@ class Run:
 
         A non-finite state raises ``checkpoint.CheckpointError`` (nothing written); a failed write
         ``RunDirError`` (one line: orbax's logging is muted, ``checkpoint.CheckpointWriteError``)."""
-        from plastic_jax.checkpoint import CheckpointError
 
         self._check_lock()
         try:
@@ -891,8 +877,6 @@ class Run:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write summary.json (atomically)."""
-        from plastic_jax.checkpoint import atomic_write_json
-
         self._check_lock()
         path = os.path.join(self.path, SUMMARY)
         try:
@@ -1013,8 +997,6 @@ def open_run(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     try:
         lock = _claim(cfg.out)
         if not resume:
-            from plastic_jax.checkpoint import atomic_write_json
-
             check_new(cfg.out, overwrite)  # again, under the lock: another writer may have been first
             try:
                 _clear(cfg.out)

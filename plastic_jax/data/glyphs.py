@@ -47,11 +47,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 from typing import NamedTuple
 
 import numpy as np
 
+from plastic_jax.atomic import atomic_file
 from plastic_jax.data.base import Dataset
 
 #: EMNIST balanced's classes, in its label order
@@ -388,22 +388,10 @@ def _read_cache(path: str, n_per_class: int) -> tuple[np.ndarray, np.ndarray, st
 
 
 def _write_cache(path: str, x: np.ndarray, y: np.ndarray, fingerprint: str) -> None:
-    """Atomically: a temporary file in the same directory, then ``os.replace``."""
+    """Atomically (``atomic.atomic_file``): a reader never sees half a cache."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".glyphs-", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the cache may be shared
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, x=x, y=y, fingerprint=np.asarray(fingerprint))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(path, binary=True) as f:
+        np.savez(f, x=x, y=y, fingerprint=np.asarray(fingerprint))
 
 
 def _to_dataset(x: np.ndarray, y: np.ndarray) -> Dataset:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from plastic_jax import rundir
+from plastic_jax.atomic import atomic_write_json
 from plastic_jax.paper.matrix import META_TEST_RUNS
 from plastic_jax.plots import Run
 
@@ -34,9 +35,7 @@ def read_cache(path: str) -> dict:
 def write_cache(path: str, cache: dict) -> None:
     """Write the cache atomically (a temporary file, then a rename)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(cache, f, indent=1)
-    os.replace(path + ".tmp", path)
+    atomic_write_json(path, cache, indent=1)
 
 
 def meta_test(args: argparse.Namespace, runs: Mapping[str, Run], best_pool: str | None,
