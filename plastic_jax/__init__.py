@@ -43,8 +43,9 @@ Runs from a config (``config``, ``experiment``, ``train``)
   ``meta-train`` as a function (writes the run directory).
 Errors
   PlasticJaxError: a public function called with arguments that cannot work (a ValueError).
-  RuleError: an unknown rule or term id. ConfigError: a bad setting. DataUnavailableError: a
-  dataset that is missing or a data file that is malformed. Every message is one line.
+  RuleError: an unknown rule or term id (a PlasticJaxError). ConfigError: a bad setting.
+  DataUnavailableError: a dataset that is missing or a data file that is malformed. Every
+  message is one line.
 
 Submodules (``plastic_jax.episode``, ``plastic_jax.meta``, ...) are importable as before and are
 also loaded on attribute access.
@@ -134,7 +135,8 @@ __all__ = [
 _SUBMODULES = frozenset({
     "benchmark", "checkpoint", "checks", "cli", "config", "data", "episode", "estimators", "evaluate",
     "experiment", "feedback", "inner", "meta", "metrics", "network", "plasticity", "plots", "rundir",
-    "sharding", "stats", "train", "replay",
+    "sharding", "stats", "train", "replay", "runs", "atomic", "errors", "pathways", "sensitivity",
+    "stability", "user_terms",
 })
 
 

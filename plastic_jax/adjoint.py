@@ -21,8 +21,10 @@ Two backward steps compute the same numbers:
   ``inner.online_step`` w.r.t. (Θ, W_t) at the rebuilt W_t (which recomputes the step's forward
   pass). It is the reference for the fast step (≈ 30× slower than it in one CPU measurement).
 - ``"fast"`` (the default): the forward scan keeps the step's activations y_ℓ, pre-activations
-  z_ℓ, errors e_ℓ, back-projected errors h_ℓ = Bᵀ e_{ℓ+1} and Wᵀpost (all vectors, packed into one
-  vector per step); the backward step (``_fast_bwd_step``) is written by hand: it does not
+  z_ℓ, errors e_ℓ, back-projected errors h_ℓ = Bᵀ e_{ℓ+1} and Wᵀpost (``Residuals``: all vectors,
+  packed into one vector per step); the backward step (``_fast_bwd_step``, a list of phases) is
+  written by hand (its VJPs of the forward pass, the teaching signals and ``apply_fused`` stand
+  beside forward mode's JVPs of the same functions in ``plastic_jax/derivatives.py``): it does not
   recompute the forward pass, uses W_t only in the matrix–vector products that carry cotangents
   backwards, and takes the term declarations through ``jax.vjp`` of ``plasticity.fuse`` w.r.t.
   the named vectors (so user terms and pools need nothing more). dL/dΘ is not accumulated in the
@@ -33,7 +35,7 @@ Two backward steps compute the same numbers:
   the scalar products the terms take (``Vectors.dot``: F5–F8 in the matrix reading) are stored by
   the forward scan, and their cotangents for every layer are summed in one reduction per step
   (``_dot_cotangent_groups``, ``_segment_dots``); and the cotangent of a keep (the decay F3),
-  ⟨G_{t+1}, W_t⟩, follows a scalar recurrence instead of a pass over G ⊙ W_t (``_fast_bwd_step``).
+  ⟨G_{t+1}, W_t⟩, follows a scalar recurrence instead of a pass over G ⊙ W_t (``_keep_recurrence``).
 
 **Rounding and the guard.** Rebuilding divides by S_t = keep + Σ a bᵀ, so rounding errors grow by
 1/|S_t| per step going backwards (keep = 1 − θ_3 < 1 with a decay). The rebuilt W_0 is compared
@@ -53,13 +55,24 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from plastic_jax.derivatives import (
+    add_opt,
+    forward_pass,
+    forward_pass_vjp,
+    fused_cotangent,
+    signals,
+    signals_vjp,
+    wt_post,
+    wt_post_vjp,
+)
 from plastic_jax.feedback import STATEFUL_MODES, feedback_matrices
 from plastic_jax.inner import Rule, online_step, state_step, step_factors
-from plastic_jax.network import BETA, Weights, forward, softplus_grad_from_y
+from plastic_jax.network import Weights
 from plastic_jax.pathways import PLAIN_MODES
 from plastic_jax.plasticity import Fused, Vectors, apply_fused, constant_outputs, fuse
 
@@ -285,7 +298,7 @@ def _layer_info(rule: Rule, W: Weights) -> tuple[tuple[tuple[tuple[str, ...], ..
     """Per layer: the keys of the scalar products its terms take by ``Vectors.dot`` (in the order
     ``fuse`` computes them), and whether its update has a keep that depends on Θ alone and no
     Hadamard pair (then the keep's cotangent ⟨G_{t+1}, W_t⟩ follows a scalar recurrence:
-    ``_fast_bwd_step``). Read off an abstract evaluation of ``fuse``, once per rule, layer sizes
+    ``_keep_recurrence``). Read off an abstract evaluation of ``fuse``, once per rule, layer sizes
     and dtype (the forward and the backward scan both ask while tracing)."""
     return _layer_info_of(rule, (W[0].shape[1], *(w.shape[0] for w in W)), jnp.dtype(W[0].dtype))
 
@@ -316,9 +329,34 @@ def _layer_info_of(rule: Rule, n: tuple[int, ...], dtype) -> tuple:
     return tuple(out)
 
 
+class Residuals(NamedTuple):
+    """The vectors the forward scan keeps of one step for the fast backward step; None: not kept.
+
+    Each vector is (n,) for one step or (T, n) stacked over the steps; indices as in
+    ``derivatives`` (y_i (n_i,), i = 0 … L; W_i takes y_i to y_{i+1}). The scan stacks them as one
+    flat vector per step (``_pack``, in ``_layout``'s order: one dynamic-update-slice per step);
+    ``_unpack`` names them again."""
+
+    #: (None, y_1, …, y_L): the activations (y_0 = x is the stream's)
+    y: tuple
+    #: (e_0, …, e_L): the teaching signals; e_0 where a first-layer term reads e_pre
+    e: tuple
+    #: (h_0, …, h_{L−1}), h_i = B_iᵀ e_{i+1} (n_i,): i ≥ 1, and h_0 for the keep recurrence with
+    #: bp, through (e_1ᵀ W_t h̄ = h_0·h̄)
+    h: tuple
+    #: per layer z_i = W_i y_i (n_{i+1},) where a term of the layer reads z
+    z: tuple
+    #: per layer z_i where no term reads it but the keep recurrence needs W_t y_i
+    zr: tuple
+    #: per layer Wᵀ_i y_{i+1} (n_i,) where a term of the layer reads wt_post
+    wt: tuple
+    #: per layer {key: s}, the scalar products the terms take (``Vectors.dot(*key)``): () or (T,)
+    s: tuple
+
+
 def _layout(rule: Rule, W: Weights) -> tuple[tuple[tuple, int], ...]:
-    """The residual vectors of one step, packed into one flat vector: ((kind, layer[, key]),
-    size) in order. y_ℓ (ℓ ≥ 1), e_ℓ (ℓ ≥ 0 where computed), h_ℓ = Bᵀ_ℓ e_{ℓ+1} (1 ≤ ℓ < L),
+    """The ``Residuals`` of one step, packed into one flat vector: ((field, layer[, key]), size)
+    in order. y_ℓ (ℓ ≥ 1), e_ℓ (ℓ ≥ 0 where computed), h_ℓ = Bᵀ_ℓ e_{ℓ+1} (1 ≤ ℓ < L),
     where a term of layer ℓ reads them z_ℓ = W_ℓ y_ℓ and Wᵀ_ℓ post, and the scalar products the
     terms take (``Vectors.dot``; size 1 each)."""
     need_z, need_wt, need_e0 = _layer_needs(rule)
@@ -338,90 +376,56 @@ def _layout(rule: Rule, W: Weights) -> tuple[tuple[tuple, int], ...]:
     return tuple(out)
 
 
-def _layer_dot_values(d: dict, i: int) -> dict:
-    """Layer i's stored scalar products (``Vectors.dot``), by key: each () or, stacked, (T,)."""
-    return {key[2]: v[..., 0] for key, v in d.items() if key[0] == "s" and key[1] == i}
+def _pack(res: Residuals, layout) -> jax.Array:
+    """One step's ``Residuals`` as one flat vector (N,), in ``layout``'s order."""
+    return jnp.concatenate([res.s[key[1]][key[2]][None] if key[0] == "s" else getattr(res, key[0])[key[1]]
+                            for key, _ in layout])
 
 
-def _unpack(vec: jax.Array, layout) -> dict:
-    """The named residual vectors of ``vec`` (N,) or, stacked, (T, N)."""
-    out, o = {}, 0
+def _unpack(vec: jax.Array, layout) -> Residuals:
+    """The ``Residuals`` of ``vec`` (N,) or, stacked, (T, N) (``_pack``'s inverse)."""
+    L = sum(1 for key, _ in layout if key[0] == "y")
+    f = {"y": [None] * (L + 1), "e": [None] * (L + 1), "h": [None] * L, "z": [None] * L, "zr": [None] * L,
+         "wt": [None] * L, "s": [{} for _ in range(L)]}
+    o = 0
     for key, n in layout:
-        out[key] = vec[..., o:o + n]
+        if key[0] == "s":
+            f["s"][key[1]][key[2]] = vec[..., o:o + 1][..., 0]
+        else:
+            f[key[0]][key[1]] = vec[..., o:o + n]
         o += n
-    return out
+    return Residuals(**{k: tuple(v) for k, v in f.items()})
 
 
-def _layer_vectors(d: dict, x: jax.Array, i: int) -> dict:
+def _layer_vectors(res: Residuals, x: jax.Array, i: int) -> dict:
     """Layer i's named vectors (``plasticity.VECTOR_NAMES``) from the residuals; None: not kept."""
-    return {"pre": x if i == 0 else d[("y", i)], "post": d[("y", i + 1)], "e_pre": d.get(("e", i)),
-            "e_post": d[("e", i + 1)], "z": d.get(("z", i)), "wt_post": d.get(("wt", i))}
+    return {"pre": x if i == 0 else res.y[i], "post": res.y[i + 1], "e_pre": res.e[i], "e_post": res.e[i + 1],
+            "z": res.z[i], "wt_post": res.wt[i]}
 
 
 def _fast_forward(theta, rule: Rule, W: Weights, B: Weights, xs, labels):
-    """The online scan, stacking per step one flat vector of residuals (``_layout``): O(Σ n_ℓ)
-    floats per step, one dynamic-update-slice."""
+    """The online scan, stacking per step one flat vector of ``Residuals`` (``_layout``): O(Σ n_ℓ)
+    floats per step, one dynamic-update-slice. Returns (W_T, the stacked vectors (T, N))."""
     pool, terms, L = rule.term_pool, rule.terms, len(W)
     need_z, need_wt, need_e0 = _layer_needs(rule)
     layout = _layout(rule, W)
 
     def body(W, xy):
         x, label = xy
-        act = forward(W, x)
-        ys, zs = act.ys, act.zs
+        ys, zs = forward_pass(W, x)
         Bf = feedback_matrices(rule.feedback, W, B, rule.bp_grad)
-        e = ys[-1] - jax.nn.one_hot(label, ys[-1].shape[-1], dtype=ys[-1].dtype)
-        d = {("e", L): e}
-        for i in range(L - 1, -1, -1):
-            if i == 0 and not need_e0:
-                break
-            h = e @ Bf[i]
-            e = h * softplus_grad_from_y(ys[i])
-            d[("e", i)] = e
-            d[("h", i)] = h  # h_0 is kept only where the layout asks for it
+        es, hs = signals(ys, label, Bf, need_e0)  # h_0 is kept only where the layout asks for it
+        res = Residuals(y=(None, *ys[1:]), e=es, h=hs, z=tuple(z if nz else None for z, nz in zip(zs, need_z)),
+                        zr=zs, wt=tuple(wt_post(W[i], ys[i + 1]) if need_wt[i] else None for i in range(L)),
+                        s=())
+        new_W, dots = [], []
         for i in range(L):
-            d[("y", i + 1)] = ys[i + 1]
-            d[("zr", i)] = zs[i]
-            if need_z[i]:
-                d[("z", i)] = zs[i]
-            if need_wt[i]:
-                d[("wt", i)] = ys[i + 1] @ W[i]
-        new_W = []
-        for i in range(L):
-            v = Vectors(W[i], **_layer_vectors(d, x, i))
+            v = Vectors(W[i], **_layer_vectors(res, x, i))
             new_W.append(apply_fused(W[i], fuse(rule.layer_theta(theta, i), terms, rule.layer_terms[i], v, pool)))
-            d.update({("s", i, k): s[None] for k, s in v.dots.items()})
-        return tuple(new_W), jnp.concatenate([d[k] for k, _ in layout])
+            dots.append(dict(v.dots))
+        return tuple(new_W), _pack(res._replace(s=tuple(dots)), layout)
 
     return jax.lax.scan(body, tuple(W), (xs, labels))
-
-
-def _add(a, b):
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b
-
-
-def _stack_matvec(M: jax.Array, vs: list) -> list:
-    """[M @ v for v in vs] as one product M @ [v_1 … v_k]."""
-    if not vs:
-        return []
-    if len(vs) == 1:
-        return [M @ vs[0]]
-    out = M @ jnp.stack(vs, axis=1)
-    return [out[:, j] for j in range(len(vs))]
-
-
-def _stack_vecmat(us: list, M: jax.Array) -> list:
-    """[u @ M for u in us] as one product [u_1; …; u_k] @ M."""
-    if not us:
-        return []
-    if len(us) == 1:
-        return [us[0] @ M]
-    out = jnp.stack(us) @ M
-    return [out[j] for j in range(len(us))]
 
 
 def _segment_dots(groups: list) -> list:
@@ -434,47 +438,6 @@ def _segment_dots(groups: list) -> list:
     rows = [jnp.zeros((n,), dtype) if r is None else jnp.pad(r, (0, n - r.shape[0])) for r in rows]
     out = jnp.sum(jnp.stack(rows), axis=1)
     return [out[k] for k in range(len(groups))]
-
-
-def _fused_cotangent(G: jax.Array, W: jax.Array, fused: Fused, const: Fused, q_next=None):
-    """The cotangent of ``fused``'s factors, given G = dL/d(apply_fused(W, fused)).
-
-    keep: Σ G ⊙ W; an outer pair (u, v): (G v, Gᵀ u); a Hadamard pair (a, b): ((G ⊙ W) b,
-    (G ⊙ W)ᵀ a). ``const`` has ``fused``'s structure with True where a leaf depends neither on Θ
-    nor on the variable vectors: its cotangent is zero (not computed).
-
-    With ``q_next`` = ⟨G, W_{t+1}⟩ given (a keep and no Hadamard pair) the keep's cotangent ⟨G, W⟩
-    comes from it without a pass over G ⊙ W: W_{t+1} = keep·W + Σ u vᵀ gives
-    keep·⟨G, W⟩ = q_next − Σ uᵀ G v. The keep's cotangent is then left 0 here, and the pairs
-    (u, G v) are returned for the caller to form it. Returns (the cotangent, the pairs or None)."""
-    keep, outer, had = fused
-    ckeep, couter, chad = const
-    zero = jnp.zeros_like
-    rec = q_next is not None
-    # outer: one G @ [v…] and one [u…] @ G (G v for every pair with the recurrence)
-    need_u = [j for j, (cu, _) in enumerate(couter) if rec or not cu]
-    need_v = [j for j, (_, cv) in enumerate(couter) if not cv]
-    ubar = dict(zip(need_u, _stack_matvec(G, [outer[j][1] for j in need_u])))
-    vbar = dict(zip(need_v, _stack_vecmat([outer[j][0] for j in need_v], G)))
-    outer_ct = tuple((zero(u) if cu else ubar[j], vbar.get(j, zero(v)))
-                     for j, ((u, v), (cu, _)) in enumerate(zip(outer, couter)))
-    keep_ct, had_ct, uu = None, (), None
-    if rec:  # the keep's cotangent is set by the caller, from uu = [(u, G v)…]
-        uu = [(outer[j][0], ubar[j]) for j in need_u]
-        keep_ct = zero(keep)
-    elif keep is not None or had:
-        P = G * W
-        need_a = [j for j, (ca, _) in enumerate(chad) if not ca]
-        need_b = [j for j, (_, cb) in enumerate(chad) if not cb]
-        # Σ P = 1ᵀ (P 1): one more column of the product P [b…] instead of a pass over P
-        sum_col = keep is not None and not ckeep
-        cols = _stack_matvec(P, [had[j][1] for j in need_a] + ([jnp.ones_like(W[0])] if sum_col else []))
-        abar = dict(zip(need_a, cols))
-        bbar = dict(zip(need_b, _stack_vecmat([had[j][0] for j in need_b], P)))
-        had_ct = tuple((abar.get(j, zero(a)), bbar.get(j, zero(b))) for j, (a, b) in enumerate(had))
-        if keep is not None:
-            keep_ct = zero(keep) if ckeep else jnp.sum(cols[-1])
-    return Fused(keep_ct, outer_ct, had_ct), uu
 
 
 def _layer_fuse_fn(rule: Rule, i: int, prim: dict, var: list, theta=None, dots: dict | None = None):
@@ -535,19 +498,125 @@ def _add_dot_cotangents(keys: list, sbar: list, var: list, vecs: dict, vb: dict)
                 continue
             others = [vecs[n] for jj, n in enumerate(key) if jj != j]
             term = sbar[k] if not others else sbar[k] * functools.reduce(jnp.multiply, others)
-            vb[name] = _add(vb.get(name), term)
+            vb[name] = add_opt(vb.get(name), term)
 
 
-def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d: dict, x, q: tuple):
+class _LayerBack(NamedTuple):
+    """Layer i's part of one backward step, before the layers' cotangents meet (``_layer_back``)."""
+
+    #: the step's factors, recomputed from the residuals by ``fuse`` (vectors)
+    fused: Fused
+    #: W_t rebuilt from W_{t+1} (n_{i+1}, n_i)
+    W: jax.Array
+    #: the cotangents of the factors that depend on (Θ, the variable vectors), as leaves (vectors)
+    ct: list
+    #: the pairs (u, G v) for the keep recurrence (``fused_cotangent``), or None
+    uu: list | None
+    #: the named vectors' cotangents through ``fuse`` (name → (n,)), the scalar products held constant
+    vb: dict
+    #: (keys, variable names, named vectors, ``_dot_cotangent_groups``) of the layer's scalar
+    #: products, or None without any
+    dots: tuple | None
+
+
+def _layer_back(theta, rule: Rule, i: int, res: Residuals, x, W_next: jax.Array, G: jax.Array, q) -> _LayerBack:
+    """Layer i's first phases: recompute the step's factors from the residuals (``fuse``), rebuild
+    W_t = ``unapply_fused``(W_{t+1}) (n_{i+1}, n_i), the factors' cotangents given G = Ḡ_{t+1}
+    (``derivatives.fused_cotangent``; q: ⟨G, W_{t+1}⟩ for the keep recurrence, or None), and
+    ``jax.vjp`` through ``fuse`` w.r.t. the named vectors (Θ and the stored scalar products held
+    constant; the latter's cotangents are gathered by ``_dot_cotangents``)."""
+    vecs = _layer_vectors(res, x, i)
+    const_prim, var = _layer_split(rule, i, vecs)
+    args = [v for k, v in vecs.items() if k in var]
+    dots = res.s[i]
+    f_all = _layer_fuse_fn(rule, i, const_prim, var)
+    # the scalar products come from the forward scan (constants here)
+    f_vec = _layer_fuse_fn(rule, i, const_prim, var, theta, dots)
+    fused, vjp = jax.vjp(f_vec, *args)
+    tree = jax.tree.structure(fused)
+    # which factors depend on (Θ, the variable vectors), the scalar products recomputed
+    const = jax.tree.unflatten(tree, constant_outputs(f_all, theta, *args))
+    W_i = unapply_fused(W_next, fused)
+    ct, uu = fused_cotangent(G, W_i, fused, const, q)
+    ct_leaves = [c for c, k in zip(jax.tree.leaves(ct), jax.tree.leaves(const)) if not k]
+    vb = dict(zip(var, vjp(ct)))
+    groups = None
+    if dots:
+        groups = (list(dots), var, vecs, _dot_cotangent_groups(rule, i, theta, const_prim, var, args, dots, const,
+                                                               ct_leaves))
+    return _LayerBack(fused, W_i, ct_leaves, uu, vb, groups)
+
+
+def _dot_cotangents(layers: list[_LayerBack]) -> list[dict]:
+    """Every layer's named vectors' cotangents with the scalar products' added (s̄_k ∂s_k/∂v), the
+    s̄ of every layer from one reduction (``_segment_dots``). Returns per layer name → (n,)."""
+    vbs = [dict(lb.vb) for lb in layers]
+    with_dots = [(i, lb.dots) for i, lb in enumerate(layers) if lb.dots]
+    if with_dots:
+        sums = iter(_segment_dots([g for _, (*_, groups) in with_dots for g in groups]))
+        for i, (keys, var, vecs, groups) in with_dots:
+            _add_dot_cotangents(keys, [next(sums) for _ in groups], var, vecs, vbs[i])
+    return vbs
+
+
+def _vector_cotangents(vbs: list[dict], W_t: Weights, ys, res: Residuals):
+    """The named vectors' cotangents (per layer name → (n,)) gathered onto the network's vectors:
+    (ȳ_0 … ȳ_L, ē_0 … ē_L, per layer z̄_i, per layer W_i's new outer products c dᵀ, per layer the
+    pairs whose dot products give cᵀ W_t d); lists, None or [] where nothing arrives. Wᵀpost's
+    cotangent w̄ goes back through ``derivatives.wt_post_vjp`` (postᵀ W_t w̄ = (Wᵀpost)·w̄)."""
+    L = len(W_t)
+    ybar, ebar, zbar = [None] * (L + 1), [None] * (L + 1), [None] * L
+    outers, bil = [[] for _ in range(L)], [[] for _ in range(L)]
+    for i in range(L):
+        vb = vbs[i]
+        ybar[i] = add_opt(ybar[i], vb.get("pre"))
+        ybar[i + 1] = add_opt(ybar[i + 1], vb.get("post"))
+        ebar[i] = add_opt(ebar[i], vb.get("e_pre"))
+        ebar[i + 1] = add_opt(ebar[i + 1], vb.get("e_post"))
+        zbar[i] = vb.get("z")
+        if vb.get("wt_post") is not None:
+            post_bar, pair = wt_post_vjp(W_t[i], ys[i + 1], vb["wt_post"])
+            ybar[i + 1] = add_opt(ybar[i + 1], post_bar)
+            outers[i].append(pair)
+            bil[i].append((res.wt[i], vb["wt_post"]))
+    return ybar, ebar, zbar, outers, bil
+
+
+def _weights_cotangent(G: Weights, layers: list[_LayerBack], outers: list[list]) -> Weights:
+    """G_t = G ⊙ S + Σ c dᵀ per layer (n_{i+1}, n_i): ``apply_fused`` with the step's keep and
+    Hadamard pairs and the cotangent's outer products, one pass over G each."""
+    return tuple(apply_fused(g, Fused(lb.fused.keep, tuple(o), lb.fused.hadamard))
+                 for g, lb, o in zip(G, layers, outers))
+
+
+def _keep_recurrence(q: tuple, layers: list[_LayerBack], bil: list[list]) -> tuple[list, tuple]:
+    """The keeps' cotangents and q_t, every layer's scalar products in one reduction:
+    keep·⟨G_{t+1}, W_t⟩ = q_{t+1} − Σ uᵀ G v, q_t = ⟨G_t, W_t⟩ = that + Σ cᵀ W_t d. Returns (the
+    factors' cotangents per layer, the keep's set where the recurrence runs; q_t per layer, ()
+    or None)."""
+    L = len(layers)
+    cts = [list(lb.ct) for lb in layers]
+    rec = [i for i in range(L) if layers[i].uu is not None]
+    q_t = [None] * L
+    if rec:
+        sums = _segment_dots([layers[i].uu for i in rec] + [bil[i] for i in rec])
+        for k, i in enumerate(rec):
+            part = q[i] - sums[k]
+            cts[i][0] = part / layers[i].fused.keep  # the keep's cotangent: the first leaf
+            q_t[i] = part + sums[len(rec) + k]
+    return cts, tuple(q_t)
+
+
+def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, res: Residuals, x, q: tuple):
     """One step of the backward scan, by hand: returns (W_t, G_t, the factors' cotangents, h̄, q_t).
 
-    q: per layer ⟨G_{t+1}, W_{t+1}⟩ where the layer's update has a keep and no Hadamard pair
-    (else None); the keep's cotangent ⟨G_{t+1}, W_t⟩ and the next q_t = ⟨G_t, W_t⟩ follow from it
-    by vector products alone (``_fused_cotangent``; q_t = keep·⟨G_{t+1}, W_t⟩ + Σ cᵀ W_t d over
-    the cotangent's new outer products c dᵀ, with W_t d from the stored z, Wᵀpost or h), so no
-    pass over G ⊙ W_t is needed.
+    W_next, G: W_{t+1} and its cotangent Ḡ_{t+1}, per layer (n_{i+1}, n_i); res: the step's
+    ``Residuals``; x: the step's input (n_0,). q: per layer ⟨G_{t+1}, W_{t+1}⟩ where the layer's
+    update has a keep and no Hadamard pair (else None); the keep's cotangent ⟨G_{t+1}, W_t⟩ and
+    the next q_t = ⟨G_t, W_t⟩ follow from it by vector products alone (``_keep_recurrence``,
+    with cᵀ W_t d from the stored z, Wᵀpost or h), so no pass over G ⊙ W_t is needed.
 
-    The step's forward pass is not recomputed: its vectors come from the residuals ``d``; W_t
+    The step's forward pass is not recomputed: its vectors come from the residuals; W_t
     (rebuilt from W_{t+1} and the factors) is only used in the matrix–vector products that carry
     cotangents backwards (W_tᵀ z̄, W_t w̄ for Wᵀpost, B h̄ with bp) and, with keep/Hadamard
     factors, in G ⊙ W_t. The term declarations enter through ``jax.vjp`` of ``plasticity.fuse``
@@ -559,102 +628,29 @@ def _fast_bwd_step(theta, rule: Rule, W_next: Weights, G: Weights, B: Weights, d
     Σ/products of G ⊙ W_t (keep, Hadamard), W_tᵀ z̄, B h̄, W_t w̄ (Wᵀpost terms only), and one
     pass writing G_t = G ⊙ S + Σ c dᵀ.
     """
-    ys = [x] + [d[("y", i)] for i in range(1, len(W_next) + 1)]
     L = len(W_next)
+    ys = (x, *res.y[1:])
+    # per layer: rebuild W_t, the factors' cotangents, back through fuse to the named vectors
+    layers = [_layer_back(theta, rule, i, res, x, W_next[i], G[i], q[i]) for i in range(L)]
+    W_t = tuple(lb.W for lb in layers)
+    vbs = _dot_cotangents(layers)
+    ybar, ebar, zbar, outers, bil = _vector_cotangents(vbs, W_t, ys, res)
+    # back through the teaching signals (the errors travelled through W_t under bp)
     bp = rule.feedback == "bp"
-    ybar = [None] * (L + 1)
-    ebar = [None] * (L + 1)
-    zbar = [None] * L
-    outers = [[] for _ in range(L)]  # the cotangent's new outer products c dᵀ per layer
-    fused_all, W_t, cts, uus, vbs, dot_groups = [], [], [], [], [], []
-    bil = [[] for _ in range(L)]  # cᵀ W_t d for the cotangent's new outer products c dᵀ
-    for i in range(L):
-        vecs = _layer_vectors(d, x, i)
-        const_prim, var = _layer_split(rule, i, vecs)
-        args = [d_ for k, d_ in vecs.items() if k in var]
-        dots = _layer_dot_values(d, i)
-        f_all = _layer_fuse_fn(rule, i, const_prim, var)
-        # the scalar products come from the forward scan (constants here); their cotangents
-        # are added below, batched
-        f_vec = _layer_fuse_fn(rule, i, const_prim, var, theta, dots)
-        fused, vjp = jax.vjp(f_vec, *args)
-        tree = jax.tree.structure(fused)
-        # which factors depend on (Θ, the variable vectors), the scalar products recomputed
-        const = jax.tree.unflatten(tree, constant_outputs(f_all, theta, *args))
-        W_i = unapply_fused(W_next[i], fused)
-        ct, uu = _fused_cotangent(G[i], W_i, fused, const, q[i])
-        uus.append(uu)
-        ct_leaves = [c for c, k in zip(jax.tree.leaves(ct), jax.tree.leaves(const)) if not k]
-        cts.append(ct_leaves)
-        vb = dict(zip(var, vjp(ct)))
-        if dots:
-            dot_groups.append((i, list(dots), var, vecs, _dot_cotangent_groups(
-                rule, i, theta, const_prim, var, args, dots, const, ct_leaves)))
-        vbs.append(vb)
-        fused_all.append(fused)
-        W_t.append(W_i)
-
-    # the scalar products' cotangents of every layer in one reduction
-    if dot_groups:
-        sums = iter(_segment_dots([g for *_, groups in dot_groups for g in groups]))
-        for i, keys, var, vecs, groups in dot_groups:
-            _add_dot_cotangents(keys, [next(sums) for _ in groups], var, vecs, vbs[i])
-    for i in range(L):
-        vb, W_i = vbs[i], W_t[i]
-        ybar[i] = _add(ybar[i], vb.get("pre"))
-        ybar[i + 1] = _add(ybar[i + 1], vb.get("post"))
-        ebar[i] = _add(ebar[i], vb.get("e_pre"))
-        ebar[i + 1] = _add(ebar[i + 1], vb.get("e_post"))
-        zbar[i] = vb.get("z")
-        if vb.get("wt_post") is not None:  # wt_post = Wᵀ post
-            ybar[i + 1] = _add(ybar[i + 1], W_i @ vb["wt_post"])
-            outers[i].append((ys[i + 1], vb["wt_post"]))
-            bil[i].append((d.get(("wt", i)), vb["wt_post"]))  # postᵀ W_t w̄ = (Wᵀpost)·w̄
-
-    # teaching signals, bottom-up: e_i = h_i ⊙ g(y_i), h_i = Bᵀ_i e_{i+1}, e_L = y_L − onehot
-    hbars = [None] * L
-    for i in range(0 if ("e", 0) in d else 1, L):
-        if ebar[i] is None:
-            continue
-        hbar = ebar[i] * softplus_grad_from_y(ys[i])
-        if i > 0:
-            ybar[i] = _add(ybar[i], ebar[i] * d[("h", i)] * (BETA * jnp.exp(-BETA * ys[i])))
-        ebar[i + 1] = _add(ebar[i + 1], (W_t[i] if bp else B[i]) @ hbar)
-        if bp and rule.bp_grad == "through":
-            outers[i].append((d[("e", i + 1)], hbar))
-            bil[i].append((d.get(("h", i)), hbar))  # e_{i+1}ᵀ W_t h̄ = h_i·h̄ (B = W)
-        hbars[i] = hbar
-    ybar[L] = _add(ybar[L], ebar[L])
-
-    # the forward pass, top-down: z_i = W_i y_i, y_{i+1} = σ(z_i) (softmax at the top)
-    for i in range(L - 1, -1, -1):
-        yb = ybar[i + 1]
-        if yb is None:
-            zb = zbar[i]
-        else:
-            y = ys[i + 1]
-            zb = y * (yb - jnp.sum(yb * y)) if i == L - 1 else yb * softplus_grad_from_y(y)
-            zb = _add(zb, zbar[i])
-        if zb is None:
-            continue
-        outers[i].append((zb, ys[i]))
-        bil[i].append((zb, d.get(("zr", i), d.get(("z", i)))))  # zbᵀ W_t y_i = zb·z_i
-        if i > 0:
-            ybar[i] = _add(ybar[i], zb @ W_t[i])
-
-    G_t = tuple(apply_fused(G[i], Fused(fused_all[i].keep, tuple(outers[i]), fused_all[i].hadamard))
-                for i in range(L))
-    # the keep recurrence, every layer's scalar products in one reduction:
-    # keep·⟨G_{t+1}, W_t⟩ = q_{t+1} − Σ uᵀ G v, q_t = that + Σ cᵀ W_t d
-    rec = [i for i in range(L) if uus[i] is not None]
-    q_t = [None] * L
-    if rec:
-        sums = _segment_dots([uus[i] for i in rec] + [bil[i] for i in rec])
-        for k, i in enumerate(rec):
-            part = q[i] - sums[k]
-            cts[i][0] = part / fused_all[i].keep  # the keep's cotangent: the first leaf
-            q_t[i] = part + sums[len(rec) + k]
-    return tuple(W_t), G_t, cts, tuple(hbars), tuple(q_t)
+    ybar, ebar, hbars = signals_vjp(ys, res.h, W_t if bp else B, ybar, ebar)
+    if bp and rule.bp_grad == "through":  # B = W: W_t's cotangent gains e_{i+1} h̄_iᵀ
+        for i, hbar in enumerate(hbars):
+            if hbar is not None:
+                outers[i].append((res.e[i + 1], hbar))
+                bil[i].append((res.h[i], hbar))  # e_{i+1}ᵀ W_t h̄ = h_i·h̄
+    # back through the forward pass: W_t's cotangent gains z̄_i y_iᵀ
+    for i, zbar_i in enumerate(forward_pass_vjp(W_t, ys, ybar, zbar)):
+        if zbar_i is not None:
+            outers[i].append((zbar_i, ys[i]))
+            bil[i].append((zbar_i, res.zr[i] if res.zr[i] is not None else res.z[i]))  # z̄ᵀ W_t y_i = z̄·z_i
+    G_t = _weights_cotangent(G, layers, outers)
+    cts, q_t = _keep_recurrence(q, layers, bil)
+    return W_t, G_t, cts, hbars, q_t
 
 
 def _layer_theta_vjp(theta, rule: Rule, i: int, vecs: dict, const: list, ct_leaves: list) -> jax.Array:
@@ -687,6 +683,8 @@ def _theta_cotangent(theta, rule: Rule, layout, res, xs, cts) -> jax.Array:
 
 
 def _fast_backward(theta, rule: Rule, W_T: Weights, B: Weights, xs, labels, res, G_T: Weights, want_B: bool):
+    """The reverse scan of ``_fast_bwd_step`` over ``_fast_forward``'s stacked residuals ``res``
+    (T, N), then dL/dΘ and, with ``want_B``, B's cotangent. Returns (W_0 rebuilt, G_0, Θ̄, B̄)."""
     layout = _layout(rule, W_T)
     ct_shapes = []  # the factors' cotangents of one step, per layer: their shapes (set while tracing)
 
@@ -720,7 +718,7 @@ def _fast_backward(theta, rule: Rule, W_T: Weights, B: Weights, xs, labels, res,
         if rule.feedback == "bp":  # B is not read
             B_bar = tuple(jnp.zeros_like(b) for b in B)
         else:  # B̄_i = Σ_t e_{i+1,t} h̄_{i,t}ᵀ: one product over the stacked vectors
-            B_bar = tuple(jnp.zeros_like(B[i]) if hbars[i] is None else D[("e", i + 1)].T @ hbars[i]
+            B_bar = tuple(jnp.zeros_like(B[i]) if hbars[i] is None else D.e[i + 1].T @ hbars[i]
                           for i in range(len(B)))
     return W_0, G_0, th_bar, B_bar
 

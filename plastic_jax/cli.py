@@ -10,6 +10,7 @@ or running out of memory (exit 2), anything else (exit 1, "internal error"; set
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import os
 import re
@@ -310,7 +311,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig.from_json({**base, **given})
     check_types(cfg)  # (validate() runs them again with the rest) before default_out uses them
     if "out" not in given and "out" not in base:
-        cfg.out = default_out(cfg)
+        cfg = dataclasses.replace(cfg, out=default_out(cfg))
     return cfg
 
 

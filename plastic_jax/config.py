@@ -53,12 +53,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plastic_jax.atomic import atomic_write_json
+from plastic_jax.errors import ConfigError  # noqa: F401 - its home is a leaf; re-exported
 from plastic_jax.plasticity import RuleError, parse_terms
-
-
-class ConfigError(ValueError):
-    """A bad setting; the message is one line meant for the user."""
-
+from plastic_jax.user_terms import term_parser
 
 # --------------------------------------------------------------------------- the declaration
 
@@ -225,7 +222,7 @@ def _each(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
     return each
 
 
-#: what ``--preset`` sets, for the settings left at None (``resolve_preset``)
+#: what ``--preset`` sets, for the settings left at None (``preset_values``)
 PRESETS: dict[str, dict[str, Any]] = {
     "robust": {"meta_lr": 1e-3, "clip_factor": 3.0, "guard": "rollback"},
     "paper": {"meta_lr": 1e-3, "clip_factor": 0.0, "guard": "skip"},
@@ -241,9 +238,14 @@ DATA, RULE, META, OUTPUT, RUN = ("task and data", "plasticity rule", "meta-train
                                  "config, checkpoints, guard, devices")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of a meta-training run (the fields' ``Setting`` say what each one is)."""
+    """Every setting of a meta-training run (the fields' ``Setting`` say what each one is).
+
+    Frozen: a changed config is a new one (``dataclasses.replace(cfg, out=...)``). ``extra`` holds
+    the facts a run's config.json records besides its settings (run id, data fingerprint, class
+    split: ``rundir.recorded_config``); what a config makes, the class split included, is
+    ``experiment.build``'s."""
 
     dataset: str = setting("digits", "dataset name: digits (runs offline), emnist, glyphs; or the path of "
                            "your own .npz with arrays x (N, D) in [0, 1] and integer labels y", group=DATA,
@@ -272,6 +274,12 @@ class TrainConfig:
         None, "one rule per weight layer, e.g. f0,ehebb,f0 with --hidden 100,100 (a layer may also be "
         "'+'-joined term ids, e.g. 0+2); overrides --rule and --terms; a term's coefficient is shared by "
         "every layer that uses it", group=RULE, check=_non_empty)
+    terms_from: str | None = setting(
+        None, "a Python file (my_terms.py) or module name (mypkg.terms) declaring your own plasticity terms "
+        "(@plasticity.term): they get ids 10, 11, ... after F0-F9, in the module's order (its POOL or TERMS "
+        "sequence if it has one), and --terms/--layer-rules take those ids or the terms' names; the run records "
+        "the file's sha256 and refuses a changed file on --resume (plastic_jax/user_terms.py)", group=RULE,
+        check=_non_empty, legacy=None, evaluate=True, metavar="FILE_OR_MODULE")
     feedback: str = setting(
         "fa", _feedback_help, group=RULE,
                             choices=_feedback_modes, noun="feedback", evaluate=True)
@@ -363,7 +371,8 @@ class TrainConfig:
                                     factory=dict, resume=True)
 
     def __post_init__(self) -> None:
-        resolve_preset(self)
+        for name, v in preset_values(self).items():  # part of constructing it: the one write to a frozen config
+            object.__setattr__(self, name, v)
 
     @property
     def l1_values(self) -> tuple[float, ...]:
@@ -437,18 +446,21 @@ RESUME_MAY_CHANGE: tuple[str, ...] = tuple(n for n, s in SETTINGS.items() if s.r
 LEGACY: dict[str, Any] = {n: s.legacy for n, s in SETTINGS.items() if s.legacy is not NO_LEGACY}
 
 
-def resolve_preset(cfg: TrainConfig) -> None:
-    """Fill the settings left at None (``PRESET_SETTINGS``) from ``cfg.preset`` (``PRESETS``), in
-    place; an unknown preset leaves them for ``validate`` to refuse the preset."""
+def preset_values(cfg: TrainConfig) -> dict[str, Any]:
+    """The values ``cfg.preset`` (``PRESETS``) gives the settings ``cfg`` left at None
+    (``PRESET_SETTINGS``; ``TrainConfig`` takes them when it is made); {} for an unknown preset,
+    which ``validate`` refuses."""
     values = PRESETS.get(cfg.preset) if isinstance(cfg.preset, str) else None
     if values is None:
-        return
+        return {}
+    out = {}
     for name in PRESET_SETTINGS:
         if getattr(cfg, name) is None:
             v = values[name]
             if name == "meta_lr" and cfg.preset == "robust" and _has_f5_f8(cfg):
                 v = ROBUST_META_LR_F5_F8
-            setattr(cfg, name, v)
+            out[name] = v
+    return out
 
 
 def _has_f5_f8(cfg: TrainConfig) -> bool:
@@ -718,6 +730,9 @@ def default_out(cfg: TrainConfig) -> str:
 def layer_term_sets(cfg: TrainConfig) -> tuple[tuple[int, ...], ...]:
     """The active term ids of every weight layer, from ``layer_rules``, ``terms`` or ``rule``."""
     n_layers = len(cfg.hidden) + 1
+    parse = parse_terms
+    if cfg.terms_from:  # a user's pool: ids from 10 on, and the terms' names (plastic_jax/user_terms.py)
+        parse = term_parser(cfg)
     try:
         if cfg.layer_rules:
             parts = [p.strip() for p in cfg.layer_rules.split(",")]
@@ -726,8 +741,8 @@ def layer_term_sets(cfg: TrainConfig) -> tuple[tuple[int, ...], ...]:
                     f"--layer-rules names {len(parts)} rule(s) but the network has {n_layers} "
                     f"weight layers (hidden sizes {list(cfg.hidden)})"
                 )
-            return tuple(parse_terms(p.replace("+", ",")) for p in parts)
-        terms = parse_terms(cfg.terms if cfg.terms else cfg.rule)
+            return tuple(parse(p.replace("+", ",")) for p in parts)
+        terms = parse(cfg.terms if cfg.terms else cfg.rule)
     except RuleError as e:
         raise ConfigError(str(e)) from None
     return (terms,) * n_layers

@@ -11,6 +11,15 @@ W and feedback B:
 
 A meta-batch is ``spec.meta_batch`` tasks from ``split(key, meta_batch)``, vmapped, and
 averaged (``mean_over_tasks``).
+
+**Checks, once per public call.** ``check_episode`` (Θ for the rule, the rule for the network of
+``spec``, ``spec`` for the data) runs once at the top of every public function here, and of the
+estimators and ``evaluate.task_accuracies``; the work below it is done by the unchecked private
+functions (``_draw``, ``_run``, ``_task_loss``, ``_batch_loss``, and ``inner``'s), so a
+meta-batch does not re-check every task. The checks read static shapes and Python values only,
+so they run at trace time under ``jax.jit`` / ``jax.vmap`` and cost nothing in the compiled
+program; the few that need values (a non-finite Θ, the class index's allowed classes) run only
+on concrete arrays (``inner.check_theta``, ``data.sampler.check_class_index``).
 """
 
 from __future__ import annotations
@@ -23,9 +32,9 @@ import jax.numpy as jnp
 
 from plastic_jax import checks
 from plastic_jax.data.base import Task
-from plastic_jax.data.sampler import ClassIndex, sample_task
+from plastic_jax.data.sampler import ClassIndex, check_class_index, sample_task
 from plastic_jax.feedback import DIRECT_MODES, init_direct
-from plastic_jax.inner import Rule, adapt_with_feedback, query_loss
+from plastic_jax.inner import Rule, _adapt_with_feedback, _query_loss, check_theta
 from plastic_jax.network import Weights, init_network
 
 
@@ -39,6 +48,30 @@ class EpisodeSpec(NamedTuple):
     meta_batch: int = 1
 
 
+def check_spec(where: str, spec: object, rule: Rule | None = None) -> None:
+    """``spec`` is an ``EpisodeSpec`` with positive sizes; its network has ``rule``'s layers."""
+    if not isinstance(spec, EpisodeSpec):
+        checks.fail(where, f"spec must be an episode.EpisodeSpec, got {type(spec).__name__}")
+    sizes = spec.sizes
+    if not isinstance(sizes, tuple) or len(sizes) < 2:
+        checks.fail(where, f"spec.sizes must be a tuple (n_0, ..., n_L) of at least two layer sizes, got {sizes!r}")
+    for n in sizes:
+        checks.check_int(where, "every layer size in spec.sizes", n, 1)
+    for name in ("M", "K", "Q", "meta_batch"):
+        checks.check_int(where, f"spec.{name}", getattr(spec, name), 1)
+    if rule is not None and rule.n_layers != len(sizes) - 1:
+        checks.fail(where, f"the rule has {rule.n_layers} layer(s) but spec.sizes {sizes} makes a network "
+                           f"of {len(sizes) - 1} weight layer(s); build the rule with n_layers={len(sizes) - 1}")
+
+
+def check_episode(where: str, theta: object, rule: object, spec: object, ci: object) -> None:
+    """Everything an episode needs: Θ for the rule (``inner.check_theta``), the rule for the
+    network of ``spec`` (``check_spec``), the data ``ci`` for both (``check_class_index``)."""
+    check_theta(where, theta, rule)
+    check_spec(where, spec, rule)
+    check_class_index(where, ci, spec)
+
+
 def draw(spec: EpisodeSpec, key: jax.Array, ci: ClassIndex, dtype=jnp.float32,
          feedback: str = "fa") -> tuple[Task, Weights, Weights]:
     """The task and the fresh network of the episode ``key``.
@@ -48,8 +81,14 @@ def draw(spec: EpisodeSpec, key: jax.Array, ci: ClassIndex, dtype=jnp.float32,
     ``routing``) B also holds the direct matrices D_0 … D_{L−2} (n_L, n_ℓ) after B_1 … B_L
     (the same W and B_1 … B_L as every other mode: the same key, the same network).
     """
-    checks.check_spec("draw", spec)
-    checks.check_class_index("draw", ci, spec)
+    check_spec("draw", spec)
+    check_class_index("draw", ci, spec)
+    return _draw(spec, key, ci, dtype, feedback)
+
+
+def _draw(spec: EpisodeSpec, key: jax.Array, ci: ClassIndex, dtype=jnp.float32,
+          feedback: str = "fa") -> tuple[Task, Weights, Weights]:
+    """``draw`` without the checks (the caller has made them)."""
     k_task, k_net = jax.random.split(key)
     task = sample_task(k_task, ci, spec.M, spec.K, spec.Q)
     task = task._replace(xs=task.xs.astype(dtype), xq=task.xq.astype(dtype))
@@ -74,10 +113,15 @@ def run(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: Cla
     """Draw the episode ``key``, adapt online with Θ (one ``lax.scan``), measure the query set.
 
     Raises ``checks.PlasticJaxError`` when Θ, the rule, ``spec`` and ``ci`` do not fit together."""
-    checks.check_episode("run", theta, rule, spec, ci)
-    task, W, B = draw(spec, key, ci, theta.dtype, rule.feedback)
-    W, B = adapt_with_feedback(theta, rule, W, B, task.xs, task.ys)
-    loss, acc = query_loss(W, task.xq, task.yq)
+    check_episode("run", theta, rule, spec, ci)
+    return _run(theta, rule, spec, key, ci)
+
+
+def _run(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex) -> Outcome:
+    """``run`` without the checks (the caller has made them)."""
+    task, W, B = _draw(spec, key, ci, theta.dtype, rule.feedback)
+    W, B = _adapt_with_feedback(theta, rule, W, B, task.xs, task.ys)
+    loss, acc = _query_loss(W, task.xq, task.yq)
     return Outcome(loss, acc, W, B, task)
 
 
@@ -85,8 +129,15 @@ def task_loss(
     theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex
 ) -> tuple[jax.Array, jax.Array]:
     """Query loss and accuracy () of the one task drawn from ``key``."""
-    checks.check_episode("task_loss", theta, rule, spec, ci)
-    out = run(theta, rule, spec, key, ci)
+    check_episode("task_loss", theta, rule, spec, ci)
+    return _task_loss(theta, rule, spec, key, ci)
+
+
+def _task_loss(
+    theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex
+) -> tuple[jax.Array, jax.Array]:
+    """``task_loss`` without the checks (the caller has made them)."""
+    out = _run(theta, rule, spec, key, ci)
     return out.loss, out.accuracy
 
 
@@ -101,5 +152,12 @@ def batch_loss(
     theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex
 ) -> tuple[jax.Array, jax.Array]:
     """Mean query loss and accuracy over the meta-batch of ``key`` (without the L1 term)."""
-    checks.check_episode("batch_loss", theta, rule, spec, ci)
-    return mean_over_tasks(lambda k: task_loss(theta, rule, spec, k, ci), spec, key)
+    check_episode("batch_loss", theta, rule, spec, ci)
+    return _batch_loss(theta, rule, spec, key, ci)
+
+
+def _batch_loss(
+    theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: ClassIndex
+) -> tuple[jax.Array, jax.Array]:
+    """``batch_loss`` without the checks (the caller has made them)."""
+    return mean_over_tasks(lambda k: _task_loss(theta, rule, spec, k, ci), spec, key)

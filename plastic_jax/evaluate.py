@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -68,11 +69,10 @@ from plastic_jax.config import (
     TrainConfig,
     add_config_flags,
     check_settings,
-    class_split,
 )
 from plastic_jax.data import build_class_index
 from plastic_jax.data.sampler import ClassIndex
-from plastic_jax.episode import EpisodeSpec, run
+from plastic_jax.episode import EpisodeSpec, _run, check_episode
 from plastic_jax.experiment import build, rule_of
 from plastic_jax.inner import Rule, make_rule
 from plastic_jax.network import forward
@@ -104,10 +104,10 @@ def task_accuracies(thetas: jax.Array, keys: jax.Array, ci: ClassIndex, *, rule:
     """
     if len(thetas.shape) != 2:
         checks.fail("task_accuracies", f"thetas must be 2-D (one Θ per row), got shape {tuple(thetas.shape)}")
-    checks.check_episode("task_accuracies", thetas[0], rule, spec, ci)
+    check_episode("task_accuracies", thetas[0], rule, spec, ci)
 
     def one(theta, key):
-        out = run(theta, rule, spec, key, ci)
+        out = _run(theta, rule, spec, key, ci)
         logits = forward(out.W, out.task.xq).zs[-1]
         ok = jnp.all(jnp.isfinite(theta)) & jnp.all(jnp.isfinite(logits))
         return jnp.where(ok, out.accuracy, jnp.nan)
@@ -352,8 +352,7 @@ def run_config(run_dir: str | None, overrides: dict[str, Any] | None = None) -> 
         if not os.path.exists(os.path.join(run_dir, rundir.CONFIG)):
             raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
         cfg = rundir.read_config(run_dir)
-    cfg = TrainConfig.from_json({**cfg.to_json(), **(overrides or {})})
-    cfg.meta_batch = 1
+    cfg = TrainConfig.from_json({**cfg.to_json(), **(overrides or {}), "meta_batch": 1})
     # every setting on its own (type, bound, choices), as meta-train's; before anything builds a rule
     # from them (``evaluate_run`` reads the run's Θ by the rule's terms before ``build`` validates)
     check_settings(cfg)
@@ -408,13 +407,13 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
     _check_options(tasks, tune_tasks, tuple(baseline_grid), baseline_lr, seed)
     rows = np.asarray(theta, np.float64)
     theta, rows = (rows[0], rows[1:]) if rows.ndim == 2 else (rows, rows[:0])
-    data, ci_train, rule, spec = build(cfg)
+    data, ci_train, rule, spec, _, held_out = build(cfg)
     warn_other_data(cfg, data, run_dir)
     terms = rule.theta_labels()
     theta = check_theta(theta, rule.n_theta, terms)
     thetas = np.stack([theta] + [check_theta(t, len(theta), terms) for t in rows])
     check_evaluation_memory(cfg, spec, data, tasks, 0 if baseline_lr is not None else tune_tasks, len(baseline_grid))
-    _, test_classes = class_split(cfg, data.n_classes)
+    test_classes = held_out
     if test_classes is None:
         print("warning: the run has no class split (--holdout / --test-classes); evaluating on all "
               "classes, which meta-training also drew from", file=sys.stderr)
@@ -492,7 +491,7 @@ def evaluate_rule(cfg: TrainConfig, theta: Any, *, source: str = "given", tasks:
         "run_dir": run_dir,
         "dataset": cfg.dataset,
         "test_classes": [int(c) for c in test_classes],
-        "held_out": cfg.extra.get("class_split") is not None,
+        "held_out": held_out is not None,
         "M": cfg.M, "K": cfg.K, "Q": cfg.Q, "hidden": list(cfg.hidden),
         "seed": seed,
         "baseline_tuning": tuning,
@@ -642,7 +641,7 @@ def evaluate_args(args: argparse.Namespace) -> dict[str, Any]:
                    options["seed"])
     cfg = run_config(args.run_dir, overrides)
     if by_hand:
-        cfg.rule, cfg.terms, cfg.layer_rules = args.hand_rule or cfg.rule, args.hand_terms, None
+        cfg = dataclasses.replace(cfg, rule=args.hand_rule or cfg.rule, terms=args.hand_terms, layer_rules=None)
     return evaluate_rule(cfg, args.theta, source="--theta", run_dir=args.run_dir, **options)
 
 

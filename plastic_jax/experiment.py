@@ -13,15 +13,20 @@ from plastic_jax.data.sampler import ClassIndex
 from plastic_jax.episode import EpisodeSpec
 from plastic_jax.estimators.base import n_weights  # noqa: F401 - evaluate.py imports it from here
 from plastic_jax.inner import Rule, make_rule
+from plastic_jax.user_terms import pool_of
 
 
 class Experiment(NamedTuple):
-    """The data, the meta-training class index, the rule and the episode spec of a config."""
+    """The data, the meta-training class index, the rule and the episode spec of a config, and its
+    resolved class split (``config.class_split``): the meta-training classes and the held-out ones
+    (None: no split). A run records the split in its config.json (``rundir.recorded_config``)."""
 
     data: Any  # plastic_jax.data.Dataset
     ci: ClassIndex
     rule: Rule
     spec: EpisodeSpec
+    train_classes: tuple[int, ...]
+    test_classes: tuple[int, ...] | None
 
 
 def load_data(cfg: TrainConfig) -> Any:
@@ -34,9 +39,11 @@ def load_data(cfg: TrainConfig) -> Any:
 
 
 def rule_of(cfg: TrainConfig, **changes: Any) -> Rule:
-    """The plasticity rule of ``cfg`` (``changes`` replace keyword arguments of ``make_rule``)."""
+    """The plasticity rule of ``cfg`` (``changes`` replace keyword arguments of ``make_rule``); with
+    ``terms_from``, on the paper's terms and the user's (``user_terms.pool_of``: refused when the file
+    changed since ``cfg`` recorded it)."""
     kw = dict(layer_terms=layer_term_sets(cfg), feedback=cfg.feedback, bp_grad=cfg.bp_grad, f5_f8=cfg.f5_f8,
-              per_layer=cfg.per_layer_theta)
+              per_layer=cfg.per_layer_theta, pool=pool_of(cfg))
     return make_rule(**{**kw, **changes})
 
 
@@ -44,21 +51,20 @@ def build(cfg: TrainConfig, data: Any = None) -> Experiment:
     """Load (unless ``data`` is given) and validate everything that does not need a device.
 
     The class index draws tasks from the meta-training side of the class split
-    (``config.class_split``); with a split, the resolved classes are recorded in
-    ``cfg.extra["class_split"]`` (so they appear in config.json).
+    (``config.class_split``), which the experiment carries (``cfg`` is not changed; a run writes it
+    into config.json's ``extra["class_split"]``, ``rundir.recorded_config``). With ``terms_from``, building
+    the rule checks the user's terms file against the record ``cfg`` carries (a resumed run's); a
+    run writes that record (``user_terms.fingerprint``) into config.json (``rundir.recorded_config``).
     """
     if data is None:
         data = load_data(cfg)
     counts = data.class_counts()
     validate(cfg, n_classes=data.n_classes, min_class_count=int(counts[counts > 0].min()))
     train_classes, test_classes = class_split(cfg, data.n_classes)
-    if test_classes is not None:
-        cfg.extra["class_split"] = {"train": list(train_classes), "test": list(test_classes)}
-    else:  # e.g. a run's config.json given to --config with the split switched off: not this run's
-        cfg.extra.pop("class_split", None)
     ci = build_class_index(data, train_classes)
     spec = EpisodeSpec((data.dim, *cfg.hidden, data.n_classes), cfg.M, cfg.K, cfg.Q, cfg.meta_batch)
-    return Experiment(data, ci, rule_of(cfg), spec)
+    rule = rule_of(cfg)  # checks a user's terms file against the record cfg carries (a resumed run's)
+    return Experiment(data, ci, rule, spec, train_classes, test_classes)
 
 
 # --------------------------------------------------------------------------- memory, before anything runs

@@ -3,6 +3,14 @@
 A ``Rule`` (static) names the active terms per layer, the feedback mode, the two reading
 choices and, optionally, a user's pool of terms; Θ is an array. Drawing a whole episode (task,
 fresh network, query loss) lives in ``episode.py``.
+
+**Checks.** The rule's argument checks live here (``check_rule``, ``check_theta``,
+``check_weights``): each public function calls them once, first, and raises
+``checks.PlasticJaxError`` (one line); the work is done by unchecked private functions
+(``_adapt_with_feedback``, ``_query_loss``) that ``episode.py`` calls after its own checks. The
+checks read static shapes and Python values, so they run at trace time and cost nothing inside a
+compiled program; the one value check, a non-finite Θ, runs only when Θ is concrete
+(``checks.check_finite_theta``).
 """
 
 from __future__ import annotations
@@ -17,15 +25,27 @@ import optax
 from plastic_jax import checks
 from plastic_jax.feedback import (
     BP_GRADS,
+    DIRECT_MODES,
     FEEDBACK_MODES,
     STATEFUL_MODES,
     feedback_fused,
     feedback_labels,
+    feedback_shapes,
     n_feedback_params,
     signals,
 )
 from plastic_jax.network import Weights, forward
-from plastic_jax.plasticity import PAPER_POOLS, Pool, Term, Vectors, apply_fused, fuse, union_terms, with_reading
+from plastic_jax.plasticity import (
+    PAPER_POOLS,
+    Pool,
+    Term,
+    Vectors,
+    apply_fused,
+    fuse,
+    parse_terms,
+    union_terms,
+    with_reading,
+)
 
 #: readings of terms F5–F8 (docs/METHOD.md §3)
 F5_F8_READINGS = tuple(PAPER_POOLS)
@@ -113,6 +133,65 @@ class Rule(NamedTuple):
         return tuple(names) + feedback_labels(self.feedback, self.n_layers)
 
 
+# ----------------------------------------------------------------------------- checks
+
+
+def check_rule(where: str, rule: object) -> None:
+    """``rule`` is a ``Rule`` (as ``make_rule`` builds) with at least one term."""
+    if not isinstance(rule, Rule):
+        checks.fail(where, f"rule must be an inner.Rule (build it with make_rule), got {type(rule).__name__}")
+    if not rule.layer_terms:
+        checks.fail(where, "the rule has no layers")
+    if not rule.terms:
+        checks.fail(where, "the rule has no terms")
+
+
+def theta_shape(rule: Rule) -> tuple[int, ...]:
+    """The shape Θ must have for ``rule``: (``rule.n_theta``,), one entry per term (per layer
+    with ``per_layer``), then the feedback mode's meta-parameters."""
+    return (rule.n_theta,)
+
+
+def check_theta(where: str, theta: object, rule: object) -> None:
+    """``rule`` is a ``Rule`` and Θ a floating array of shape ``theta_shape(rule)``, finite when
+    concrete (``checks.check_finite_theta``; under ``jit`` a non-finite Θ gives NaN instead)."""
+    check_rule(where, rule)
+    shape, dtype = getattr(theta, "shape", None), getattr(theta, "dtype", None)
+    if shape is None or dtype is None:
+        checks.fail(where, f"theta must be a JAX or NumPy array, got {type(theta).__name__} "
+                           "(use initial_theta(rule) or jnp.asarray)")
+    if not jnp.issubdtype(dtype, jnp.floating):
+        checks.fail(where, f"theta must be a floating-point array, got dtype {dtype}")
+    want = theta_shape(rule)
+    if tuple(shape) != want:
+        checks.fail(where, f"theta has shape {tuple(shape)} but the rule needs shape {want} "
+                           f"(entries {', '.join(rule.theta_labels())})")
+    checks.check_finite_theta(where, theta, rule)
+
+
+def check_weights(where: str, rule: Rule, W: Sequence[jax.Array], B: Sequence[jax.Array] | None = None) -> None:
+    """W (and B) are one (n_ℓ, n_{ℓ-1}) matrix per layer of ``rule``, chained; B is the feedback
+    state of ``rule.feedback`` for them (``feedback.feedback_shapes``)."""
+    if not isinstance(W, (tuple, list)):
+        checks.fail(where, f"W must be a tuple of weight matrices, got {type(W).__name__}")
+    if len(W) != rule.n_layers:
+        checks.fail(where, f"the rule has {rule.n_layers} layer(s) but W has {len(W)} weight matrices")
+    shapes = [tuple(w.shape) for w in W]
+    if any(len(s) != 2 for s in shapes) or any(a[0] != b[1] for a, b in zip(shapes, shapes[1:])):
+        checks.fail(where, f"W must be chained (n_l, n_(l-1)) matrices, got shapes {shapes}")
+    if B is not None:
+        sizes = [shapes[0][1]] + [s[0] for s in shapes]
+        want = feedback_shapes(rule.feedback, sizes)
+        if not isinstance(B, (tuple, list)) or [tuple(b.shape) for b in B] != want:
+            got = [tuple(b.shape) for b in B] if isinstance(B, (tuple, list)) else type(B).__name__
+            what = (f"W's shapes then the direct matrices (feedback {rule.feedback!r}: draw them with "
+                    "episode.draw or feedback.init_direct)" if rule.feedback in DIRECT_MODES else "W's shapes")
+            checks.fail(where, f"B must match {what} {want}, got {got}")
+
+
+# ----------------------------------------------------------------------------- rules and the inner loop
+
+
 def make_rule(
     terms: str | Sequence[int] | None = None,
     n_layers: int | None = None,
@@ -137,7 +216,8 @@ def make_rule(
     per_layer: one row of Θ per weight layer instead of one Θ shared by all (``Rule.per_layer``).
 
     Raises ``checks.PlasticJaxError`` (a ``ValueError``, one line) for an unknown rule name or
-    term id, terms given both ways or not at all, a bad ``n_layers`` or an unknown choice.
+    term id (``plasticity.RuleError``, from ``plasticity.parse_terms``), terms given both ways or
+    not at all, a bad ``n_layers`` or an unknown choice.
     """
     where = "make_rule"
     for name, value, allowed in (("feedback", feedback, FEEDBACK_MODES), ("bp_grad", bp_grad, BP_GRADS),
@@ -158,11 +238,11 @@ def make_rule(
                     + (", not both" if terms is not None else ""))
     if layer_terms is None:
         n_layers = checks.check_int(where, "n_layers", 5 if n_layers is None else n_layers, 1)
-        layer_terms = (checks.term_ids(where, terms, n),) * n_layers
+        layer_terms = (parse_terms(terms, n, where=where, empty_ok=True),) * n_layers
     else:
         if isinstance(layer_terms, str):
             checks.fail(where, f"layer_terms must be a sequence with one entry per layer, got {layer_terms!r}")
-        layer_terms = tuple(checks.term_ids(where, t, n) for t in layer_terms)
+        layer_terms = tuple(parse_terms(t, n, where=where, empty_ok=True) for t in layer_terms)
         if not layer_terms:
             checks.fail(where, "layer_terms is empty: give one entry per weight layer")
         if n_layers is not None and checks.check_int(where, "n_layers", n_layers, 1) != len(layer_terms):
@@ -179,10 +259,10 @@ def initial_theta(rule: Rule, dtype=jnp.float32, theta0: float = 1e-3) -> jax.Ar
 
     Raises ``checks.PlasticJaxError`` for a non-floating ``dtype`` or a ``theta0`` that is not a
     finite number in ``dtype`` (NaN, ±inf, 1e39 in float32); a traced ``theta0`` is not checked."""
-    checks.check_rule("initial_theta", rule)
+    check_rule("initial_theta", rule)
     if not jnp.issubdtype(dtype, jnp.floating):
         checks.fail("initial_theta", f"dtype must be a floating-point type, got {jnp.dtype(dtype)}")
-    if not checks._is_tracer(theta0):
+    if not checks.is_tracer(theta0):
         if isinstance(theta0, (bool, str, bytes)) or jnp.ndim(theta0) != 0:
             checks.fail("initial_theta", f"theta0 must be a finite number, got {theta0!r}")
         try:
@@ -244,8 +324,8 @@ def online_step(
     built from the declarations of ``rule.term_pool`` (``plasticity.fuse``). Returns the new W
     (``state_step`` also returns the new B of ``kp``/``plastic``).
     """
-    checks.check_theta("online_step", theta, rule)
-    checks.check_weights("online_step", rule, W, B)
+    check_theta("online_step", theta, rule)
+    check_weights("online_step", rule, W, B)
     checks.check_stream("online_step", W, x, label, stream=False)
     fW, _ = step_factors(theta, rule, W, B, x, label)
     return tuple(apply_fused(w, f) for w, f in zip(W, fW))
@@ -256,9 +336,16 @@ def adapt_with_feedback(
 ) -> tuple[Weights, Weights]:
     """Online learning over the stream xs (T, n_0), labels (T,): the adapted (W, B) (B changes
     only under ``kp`` and ``plastic``)."""
-    checks.check_theta("adapt", theta, rule)
-    checks.check_weights("adapt", rule, W, B)
+    check_theta("adapt", theta, rule)
+    check_weights("adapt", rule, W, B)
     checks.check_stream("adapt", W, xs, labels, stream=True)
+    return _adapt_with_feedback(theta, rule, W, B, xs, labels)
+
+
+def _adapt_with_feedback(
+    theta: jax.Array, rule: Rule, W: Weights, B: Weights, xs: jax.Array, labels: jax.Array
+) -> tuple[Weights, Weights]:
+    """``adapt_with_feedback`` without the checks (the caller has made them)."""
     B = tuple(B)
 
     def body(WB, xy):
@@ -281,6 +368,11 @@ def query_loss(W: Weights, xq: jax.Array, yq: jax.Array) -> tuple[jax.Array, jax
     if not isinstance(W, (tuple, list)) or not W:
         checks.fail("query_loss", f"W must be a non-empty tuple of weight matrices, got {type(W).__name__}")
     checks.check_stream("query_loss", W, xq, yq, stream=True, names=("xq", "yq"))
+    return _query_loss(W, xq, yq)
+
+
+def _query_loss(W: Weights, xq: jax.Array, yq: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``query_loss`` without the checks (the caller has made them)."""
     z = forward(W, xq).zs[-1]
     loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(z, yq))
     # argmax of NaN logits is 0, a plausible class: an accuracy of non-finite outputs is NaN

@@ -14,7 +14,7 @@ import optax
 
 from plastic_jax import checks
 from plastic_jax.data.sampler import ClassIndex
-from plastic_jax.episode import EpisodeSpec, batch_loss, task_loss  # noqa: F401 - re-exported
+from plastic_jax.episode import EpisodeSpec, batch_loss, check_episode, task_loss  # noqa: F401 - re-exported
 from plastic_jax.inner import Rule
 
 #: a meta-gradient estimator (``plastic_jax/estimators/``): (theta, rule, spec, key, ci) -> ((loss, acc), grad)
@@ -132,6 +132,22 @@ def second_moment_max(opt_state: optax.OptState) -> jax.Array:
     return jnp.sqrt(jnp.max(jnp.stack([jnp.max(jnp.asarray(v)) for _, v in nus])))
 
 
+def check_meta_step(where: str, state: object, rule: Rule, spec: EpisodeSpec, ci: ClassIndex, optimizer: object,
+                    l1: object, estimator: object) -> None:
+    """The arguments of ``meta_step``: a ``MetaState`` whose Θ fits the episode
+    (``episode.check_episode``), an optax optimizer, a callable estimator, ``l1`` >= 0."""
+    if not isinstance(state, MetaState):
+        checks.fail(where, f"state must be a meta.MetaState (meta_init(theta, optimizer)), got {type(state).__name__}")
+    check_episode(where, state.theta, rule, spec, ci)
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        checks.fail(where, f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    if not callable(estimator):
+        checks.fail(where, f"estimator must be a meta-gradient function (e.g. estimators.ESTIMATORS['auto']), "
+                           f"got {estimator!r}")
+    if isinstance(l1, (int, float)) and not (l1 >= 0):
+        checks.fail(where, f"l1 must be >= 0, got {l1}")
+
+
 def meta_step(
     state: MetaState,
     key: jax.Array,
@@ -165,7 +181,7 @@ def meta_step(
     the rule, the rule the network of ``spec``, or ``spec`` the data ``ci``, or when ``guard`` and
     the state's guard do not go together.
     """
-    checks.check_meta_step("meta_step", state, rule, spec, ci, optimizer, l1, estimator)
+    check_meta_step("meta_step", state, rule, spec, ci, optimizer, l1, estimator)
     if (guard is None) != (state.guard is None):
         checks.fail("meta_step", "guard= and the state must go together: meta_init(theta, optimizer, guard=guard)"
                     if guard is not None else "the state carries a guard's state: pass guard= as to meta_init")

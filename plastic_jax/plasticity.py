@@ -48,13 +48,16 @@ Adding a term (see docs/METHOD.md §3)::
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 import jax
 import jax.numpy as jnp
 from jax.extend.core import Literal
+
+from plastic_jax.checks import PlasticJaxError
 
 # ----------------------------------------------------------------------------- factors
 
@@ -397,34 +400,67 @@ def with_reading(pool: Sequence[Term], reading: str) -> Pool:
     return tuple(swap.get(t, t) for t in pool)
 
 
-class RuleError(ValueError):
-    """An unknown rule name or term id."""
+class RuleError(PlasticJaxError):
+    """An unknown rule or term id (a ``PlasticJaxError``, hence a ``ValueError``)."""
 
 
-def parse_terms(spec: str | Sequence[int]) -> tuple[int, ...]:
-    """Term ids from a rule name (``"bio"``), a comma list (``"0,2,9"`` / ``"F0,F2"``) or ints.
+def parse_terms(spec: str | Sequence[int], n_pool: int = N_TERMS, *, where: str | None = None,
+                empty_ok: bool = False) -> tuple[int, ...]:
+    """Term ids from a rule name (``"bio"``: ``RULES``), a comma list (``"0,2,9"`` / ``"F0,F2"``) or
+    a sequence of ints: a sorted tuple of distinct ids in 0..n_pool-1 (default: the paper's ten).
 
-    Returns a sorted tuple of distinct ids in 0..9 (the paper's pool).
+    A string is never read as a sequence of characters, and a bool, float or string in a sequence
+    is not an id. Raises ``RuleError`` (one line) otherwise, and for an empty sequence unless
+    ``empty_ok`` (a layer of ``make_rule(layer_terms=...)`` may have no terms). ``where`` (the
+    public function parsing, e.g. ``"make_rule"``) prefixes the message as every
+    ``PlasticJaxError`` is, and words it for a function's argument rather than a setting.
     """
+    last = n_pool - 1
+
+    def bad(config_msg: str, api_msg: str) -> NoReturn:
+        raise RuleError(config_msg if where is None else f"{where}: {api_msg}")
+
     if isinstance(spec, str):
         s = spec.strip().lower()
         if s in RULES:
             return RULES[s]
-        ids = []
-        for tok in s.split(","):
-            tok = tok.strip().removeprefix("f")
-            if not tok.isdigit():
-                raise RuleError(
-                    f"unknown rule or term id {spec!r}: use one of {', '.join(RULES)} "
-                    f"or comma-separated term ids 0-{N_TERMS - 1}"
-                )
-            ids.append(int(tok))
+        tokens = [t.strip().removeprefix("f") for t in s.split(",")]
+        if not all(t.isdigit() for t in tokens):
+            bad(f"unknown rule or term id {spec!r}: use one of {', '.join(RULES)} "
+                f"or comma-separated term ids 0-{last}",
+                f"unknown rule {spec!r}: use a named rule ({', '.join(RULES)}) or term ids such as "
+                f"'0,2,9' or (0, 2, 9), ids 0-{last}")
+        ids = [int(t) for t in tokens]
     else:
-        ids = [int(i) for i in spec]
-    bad = [i for i in ids if not 0 <= i < N_TERMS]
-    if bad or not ids:
-        raise RuleError(f"unknown term id(s) {bad or spec!r}: term ids are 0-{N_TERMS - 1}")
+        try:
+            items = list(spec)
+        except TypeError:
+            bad(f"unknown rule or term id {spec!r}: give a rule name or a sequence of term ids 0-{last}",
+                f"terms must be a rule name or a sequence of term ids, got {spec!r}")
+        ids = []
+        for t in items:
+            i = _term_id(t)
+            if i is None:
+                bad(f"unknown term id {t!r} in {spec!r}: term ids are 0-{last}",
+                    f"term ids must be integers 0-{last}, got {t!r} in {spec!r}")
+            ids.append(i)
+    out_of_pool = sorted({i for i in ids if not 0 <= i < n_pool})
+    if out_of_pool or not (ids or empty_ok):
+        bad(f"unknown term id(s) {out_of_pool or spec!r}: term ids are 0-{last}",
+            f"term id(s) {out_of_pool} outside the pool of {n_pool} terms (ids 0-{last})" if out_of_pool
+            else f"no term ids in {spec!r}")
     return tuple(sorted(set(ids)))
+
+
+def _term_id(t: object) -> int | None:
+    """``t`` as a term id (an int, a NumPy integer, ...), or None for anything else (a bool, a
+    float, a string)."""
+    if isinstance(t, bool):
+        return None
+    try:
+        return operator.index(t)
+    except TypeError:
+        return None
 
 
 def union_terms(layer_terms: Sequence[Sequence[int]]) -> tuple[int, ...]:

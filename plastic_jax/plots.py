@@ -26,7 +26,7 @@ per-layer Θ``), and by the settings in which the overlaid runs differ (``label_
 F5–F8 elementwise``, ``ehebb+fa robust preset``), every one in each figure's legend with its number
 of seeds. A sweep (several (λ, Adam rate) combinations in one run directory, ``load_runs``) is one
 run per combination, labelled with its λ and rate (``ehebb+fa λ=1 lr=0.001``).
-Reading runs is NumPy only; matplotlib (Agg backend) is imported when drawing.
+Runs are read by ``plastic_jax.runs`` (NumPy only); matplotlib (Agg backend) is imported when drawing.
 """
 
 from __future__ import annotations
@@ -35,74 +35,31 @@ import argparse
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from plastic_jax.atomic import atomic_file
 from plastic_jax.config import ConfigError
+
+# a run read back is plastic_jax.runs'; its names here are kept for the callers of plots
+from plastic_jax.runs import (  # noqa: F401
+    SENSITIVITY,
+    SENSITIVITY_FLAGS,
+    TELEMETRY,
+    TELEMETRY_FLAGS,
+    THETA_KEY,
+    Run,
+    load_run,
+    load_runs,
+    relabel,
+    run_label,
+    theta_key_order,
+)
 from plastic_jax.stats import bootstrap_ci
 
 FIGURES = ("accuracy", "loss", "theta", "alignment", "orthonormality", "telemetry")
-#: telemetry of a record (``train.TELEMETRY`` and ``train.FLAGS``, spelled out here so that reading
-#: a run needs no JAX): numbers, then flags
-TELEMETRY = ("grad_norm", "grad_norm_median", "update_norm", "adam_nu_max", "step_scale")
-TELEMETRY_FLAGS = ("clipped", "spike", "rolled_back")
-#: the episode sensitivity of an analysis record (``metrics.episode_analysis``; absent from older runs):
-#: the amplification (mean and max over the meta-batch), then the flag
-SENSITIVITY = ("amplification", "amplification_max")
-SENSITIVITY_FLAGS = ("chaotic",)
 #: ``sensitivity.CHAOS_THRESHOLD`` (spelled out: reading and drawing a run needs no JAX)
 CHAOS_THRESHOLD = 1e3
-
-
-@dataclass
-class Run:
-    """One run directory's curves, seeds on the first axis.
-
-    episodes: (E,); accuracy, meta_loss: (S, E); theta: Θ label -> (S, E) as recorded (a routing
-    gate's raw φ_ℓ, not sigmoid(φ_ℓ));
-    analysis_episodes: (A,); alignment, orthonormality: (S, A, L) (A = 0 when never logged);
-    telemetry: name -> (S, E) for every name of ``TELEMETRY`` and ``TELEMETRY_FLAGS`` when any
-    record has telemetry (a flag is 1.0 or 0.0; a value a record lacks, or null, is NaN), empty for
-    a run written before records carried it; also ``SENSITIVITY`` and ``SENSITIVITY_FLAGS`` when
-    any record has an amplification (NaN except at the analysis points);
-    member: the combination of a sweep, `` λ=<l1> lr=<meta_lr>`` (appended to the label), else "".
-    """
-
-    path: str
-    label: str
-    config: dict
-    seeds: list[int]
-    episodes: np.ndarray
-    accuracy: np.ndarray
-    meta_loss: np.ndarray
-    theta: dict[str, np.ndarray] = field(default_factory=dict)
-    analysis_episodes: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    alignment: np.ndarray | None = None
-    orthonormality: np.ndarray | None = None
-    telemetry: dict[str, np.ndarray] = field(default_factory=dict)
-    member: str = ""
-
-
-def run_label(config: dict) -> str:
-    """``rule+feedback``: the per-layer rules, the term ids or the named rule, then the feedback,
-    `` per-layer Θ`` for a run with one Θ row per layer (``per_layer_theta``) and its L1 strength
-    (whatever the values' types: a label never fails). ``label_runs`` adds what tells overlaid
-    runs apart beyond that (the F5–F8 reading, the preset)."""
-    if config.get("layer_rules"):
-        rule = f"[{config['layer_rules']}]"
-    elif config.get("terms"):
-        rule = f"F{{{config['terms']}}}"
-    else:
-        rule = str(config.get("rule", "?"))
-    label = f"{rule}+{config.get('feedback', '?')}"
-    if config.get("per_layer_theta") is True:
-        label += " per-layer Θ"
-    l1 = config.get("l1")
-    if l1:
-        label += f" (L1 {l1:g})" if isinstance(l1, (int, float)) and not isinstance(l1, bool) else f" (L1 {l1})"
-    return label
 
 
 def _default_label(run: Run) -> str:
@@ -112,8 +69,6 @@ def _default_label(run: Run) -> str:
 
 def _has_f5_f8(run: Run) -> bool:
     """Whether the run's rule has any of F5–F8 (read from its Θ keys: reading a run needs no JAX)."""
-    from plastic_jax.rundir import THETA_KEY
-
     return any((m := THETA_KEY.fullmatch(t)) is not None and m.group(1) is not None and 5 <= int(m.group(1)) <= 8
                for t in run.theta)
 
@@ -150,141 +105,6 @@ def label_runs(runs: list[Run]) -> list[Run]:
             suffix[id(r)] += f" ({os.path.basename(os.path.normpath(r.path))})"
     return [dataclasses.replace(r, label=base(r) + suffix[id(r)] + r.member) if id(r) in suffix else r
             for r in runs]
-
-
-def _grid_of(path: str, recs: dict, episodes, seeds, field_name: str, get) -> np.ndarray:
-    """(seeds, episodes) of ``get(record)``; a missing or malformed field is a ``RunDirError``
-    naming the file and the record."""
-    from plastic_jax import rundir
-
-    out = np.full((len(seeds), len(episodes)), np.nan)
-    for i, s in enumerate(seeds):
-        for j, e in enumerate(episodes):
-            try:
-                v = get(recs[(e, s)])
-            except (KeyError, TypeError):
-                raise rundir.RunDirError(f"{os.path.join(path, rundir.METRICS)}: the record of episode {e}, seed {s} "
-                                         f"has no {field_name}") from None
-            out[i, j] = np.nan if v is None else v
-    return out
-
-
-def _telemetry_grid(path: str, recs: dict, episodes, seeds, name: str, flag: bool) -> np.ndarray:
-    """(seeds, episodes) of the telemetry ``name``: a number (a flag: true 1.0, false 0.0); NaN
-    where a record lacks it or has null; any other value is a ``RunDirError`` naming the record."""
-    from plastic_jax import rundir
-
-    out = np.full((len(seeds), len(episodes)), np.nan)
-    for i, s in enumerate(seeds):
-        for j, e in enumerate(episodes):
-            v = recs[(e, s)].get(name)
-            if v is None:
-                continue
-            ok = isinstance(v, bool) if flag else isinstance(v, (int, float)) and not isinstance(v, bool)
-            if not ok:
-                raise rundir.RunDirError(f"{os.path.join(path, rundir.METRICS)}: the record of episode {e}, seed {s} "
-                                         f"has {name!r} = {v!r:.40}, not a {'true/false flag' if flag else 'number'}")
-            out[i, j] = float(v)
-    return out
-
-
-def _fmt(v) -> str:
-    """A swept value in a label: ``1``, ``0.001``, ``1e-05`` (anything else as it is)."""
-    return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
-
-
-def _build_run(path: str, config: dict, label: str, records: list[dict]) -> Run:
-    """A ``Run`` of ``records`` (one run, or one combination of a sweep): the last record of an
-    (episode, seed) wins, so a resumed run reads as one."""
-    from plastic_jax import rundir
-
-    recs = rundir.latest_records(records)
-    if not recs:
-        raise ConfigError(f"{os.path.join(path, rundir.METRICS)!r} is empty")
-    episodes = np.array(sorted({e for e, _ in recs}))
-    seeds = sorted({s for _, s in recs})
-    # keep the episodes every seed has reached
-    episodes = np.array([e for e in episodes if all((e, s) in recs for s in seeds)])
-
-    def grid(name, fn):
-        return _grid_of(path, recs, episodes, seeds, name, fn)
-
-    run = Run(
-        path=path,
-        label=label,
-        config=config,
-        seeds=seeds,
-        episodes=episodes,
-        accuracy=grid("'accuracy'", lambda r: r["accuracy"]),
-        meta_loss=grid("'meta_loss'", lambda r: r["meta_loss"]),
-    )
-    # every label any record has (the reader checked them: rundir.THETA_KEY); a record without one: NaN there
-    terms = sorted({t for r in recs.values() for t in r.get("theta", {})}, key=rundir.theta_key_order)
-    if not terms:
-        raise rundir.RunDirError(f"{os.path.join(path, rundir.METRICS)} holds no Θ ('theta') in any record")
-    run.theta = {t: grid(f"'theta' {t}", lambda r, t=t: r["theta"].get(t)) for t in terms}
-    an = [e for e in episodes if all("alignment" in recs[(e, s)] for s in seeds)]
-    run.analysis_episodes = np.array(an, int)
-    if an:
-        for name in ("alignment", "orthonormality"):
-            rows = [[recs[(e, s)].get(name) for e in an] for s in seeds]
-            widths = {len(v) if isinstance(v, list) else -1 for row in rows for v in row}
-            if len(widths) != 1 or -1 in widths:
-                raise rundir.RunDirError(f"{os.path.join(path, rundir.METRICS)}: '{name}' must list one value per "
-                                         f"layer in every analysis record, got lengths {sorted(widths)}")
-            setattr(run, name, np.array(rows, float))
-    if any(k in r for r in recs.values() for k in TELEMETRY + TELEMETRY_FLAGS):
-        run.telemetry = {k: _telemetry_grid(path, recs, episodes, seeds, k, k in TELEMETRY_FLAGS)
-                         for k in TELEMETRY + TELEMETRY_FLAGS}
-    if any(k in r for r in recs.values() for k in SENSITIVITY):
-        run.telemetry.update({k: _telemetry_grid(path, recs, episodes, seeds, k, k in SENSITIVITY_FLAGS)
-                              for k in SENSITIVITY + SENSITIVITY_FLAGS})
-    return run
-
-
-def load_runs(path: str) -> list[Run]:
-    """The runs of a run directory: one ``Run``, or for a sweep one per (λ, Adam rate)
-    combination (``rundir.split_sweep``, in the order the run wrote them), each with the
-    combination's ``l1`` and ``meta_lr`` in its config and `` λ=<l1> lr=<meta_lr>`` after its label."""
-    from plastic_jax import rundir
-
-    if not os.path.isfile(os.path.join(path, rundir.METRICS)):
-        raise ConfigError(f"{path!r} holds no run (no metrics.jsonl)")
-    config = rundir.read_config_dict(path) if os.path.exists(os.path.join(path, rundir.CONFIG)) else {}
-    records = rundir.read_records(path)
-
-    def first(v):
-        return v[0] if isinstance(v, list) and v else v
-
-    # a record written before records named their member (a resumed older run) is no combination of
-    # its own: a run is a sweep when the records that name theirs name several, and then an unnamed
-    # one is the run's first λ and rate (as rundir.member_index)
-    named = [r for r in records if "l1" in r and "meta_lr" in r]
-    dflt = {"l1": first(config.get("l1")), "meta_lr": first(config.get("meta_lr"))}
-    groups = rundir.split_sweep(named)
-    if len(groups) > 1 and len(named) < len(records):
-        groups = rundir.split_sweep([r if "l1" in r and "meta_lr" in r else {**dflt, **r} for r in records])
-    if len(groups) <= 1:
-        return [_build_run(path, config, run_label(config), records)]
-    base = run_label({**config, "l1": None})  # each member names its own λ
-    runs = []
-    for (lam, lr), recs in groups.items():
-        run = _build_run(path, {**config, "l1": lam, "meta_lr": lr}, base, recs)
-        run.member = f" λ={_fmt(lam)} lr={_fmt(lr)}"
-        run.label += run.member
-        runs.append(run)
-    return runs
-
-
-def load_run(path: str) -> Run:
-    """Read ``config.json`` and ``metrics.jsonl`` of a run that is not a sweep (the last record
-    of an (episode, seed) wins, so a resumed run reads as one). A sweep is a ``ConfigError``:
-    ``load_runs`` reads its combinations."""
-    runs = load_runs(path)
-    if len(runs) != 1:
-        raise ConfigError(f"{path!r} is a sweep of {len(runs)} (l1, meta_lr) combinations, not one run; "
-                          f"read it with plots.load_runs")
-    return runs[0]
 
 
 def nan_moving_average(x: np.ndarray, window: int, axis: int = -1) -> np.ndarray:
@@ -503,8 +323,6 @@ def plot_runs(runs: list[Run], out: str, *, window: int = 20, title: str | None 
         finish(fig, name)
 
     if "theta" in names:
-        from plastic_jax.rundir import theta_key_order
-
         terms = sorted({t for r in runs for t in r.theta}, key=theta_key_order)
         # the coefficients (and Θ^B) fill rows; the routing gates start rows of their own
         groups = [g for g in ([t for t in terms if not is_gate(t)], [t for t in terms if is_gate(t)]) if g]
@@ -748,9 +566,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if labels is not None and len(labels) != len(args.runs):
         raise ConfigError(f"--label was given {len(labels)} time(s) for {len(args.runs)} run(s); give one per RUN_DIR")
     per_dir = [load_runs(p) for p in args.runs]  # a sweep: one run per (l1, meta_lr) combination
-    for members, text in zip(per_dir, labels or []):
-        for r in members:
-            r.label = text + r.member
+    if labels is not None:
+        per_dir = [[relabel(r, text) for r in members] for members, text in zip(per_dir, labels)]
     runs = [r for members in per_dir for r in members]
     check_title(args.title)
     # a window longer than every run averages what is there: the same curves, without the padding

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from plastic_jax import rundir
 from plastic_jax.config import ConfigError, TrainConfig
+from plastic_jax.runs import member_index, read_config, read_records
 
 
 class ReplayedEpisode(NamedTuple):
@@ -60,16 +60,16 @@ def replay_episode(run_dir: str, episode: int, *, seed: int | None = None, l1: f
     from plastic_jax.experiment import build
     from plastic_jax.inner import initial_theta
 
-    cfg = rundir.read_config(run_dir)
+    cfg = read_config(run_dir)
     member = {"seed": cfg.seed if seed is None else seed, "l1": cfg.l1_values[0] if l1 is None else l1,
               "meta_lr": cfg.meta_lr_values[0] if meta_lr is None else meta_lr}
-    index = rundir.member_index(cfg, member)
+    index = member_index(cfg, member)
     if index is None:
         raise ConfigError(f"{run_dir} has no member seed {member['seed']}, l1 {member['l1']:g}, meta_lr "
                           f"{member['meta_lr']:g} (seeds {cfg.seed} … {cfg.seed + cfg.seeds - 1}, l1 "
                           f"{list(cfg.l1_values)}, meta_lr {list(cfg.meta_lr_values)})")
-    records = {r["episode"]: r for r in rundir.read_records(run_dir)
-               if rundir.member_index(cfg, r) == index}
+    records = {r["episode"]: r for r in read_records(run_dir)
+               if member_index(cfg, r) == index}
     if episode not in records:
         raise ConfigError(f"{run_dir} holds no record of episode {episode} for that member "
                           f"(episodes {min(records, default=0)} … {max(records, default=-1)})")

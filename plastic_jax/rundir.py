@@ -1,6 +1,6 @@
-"""The run directory: the one module that creates, refuses, locks, resumes, appends to and reads
-back a run. Training (``train.py``), ``evaluate``, ``plots`` and ``scripts/reproduce.py`` read
-runs only through it.
+"""The run directory: the one module that creates, refuses, locks, resumes and appends to a run
+(``open_run`` yields a ``RunWriter``). Reading a run back is ``plastic_jax.runs``' (its readers are
+importable from here under their old names).
 
     RUN_DIR/config.json      every setting (``TrainConfig.to_json``), written atomically; its
                              ``extra`` also records the run's id (``run_id``) and what it
@@ -57,9 +57,10 @@ free lock naming another host (whose process this host cannot check), refuses th
 every append, checkpoint and summary that ``.lock`` is still its own file, and stops with one line
 when it was removed or replaced.
 
-**Reading back.** Every file is parsed defensively: a problem is a ``RunDirError`` (a
-``ConfigError``: one line, exit code 2) naming the file. A torn last line of metrics.jsonl (a run
-killed mid-write) is dropped everywhere, silently; a bad line before it is an error.
+**Reading back** (``plastic_jax.runs``). Every file is parsed defensively: a problem is a
+``RunDirError`` (a ``ConfigError``: one line, exit code 2) naming the file. A torn last line of
+metrics.jsonl (a run killed mid-write) is dropped everywhere, silently; a bad line before it is an
+error.
 
 **NaN.** A skipped episode's ``meta_loss`` can be NaN or infinite; records are strict JSON and
 write a non-finite number as ``null`` (``record_line``). The reader accepts both ``null`` and the
@@ -69,10 +70,10 @@ write a non-finite number as ``null`` (``record_line``). The reader accepts both
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
-import math
 import os
 import shlex
 import shutil
@@ -84,24 +85,37 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from plastic_jax import pathways
+from plastic_jax import user_terms
 from plastic_jax.atomic import atomic_write_json, atomic_write_text, json_safe
 from plastic_jax.checkpoint import Checkpointer, CheckpointError
-from plastic_jax.config import (
-    EPISODES_MAX,
-    LEGACY,
-    RESUME_MAY_CHANGE,
-    SEED_MAX,
-    SETTINGS,
-    ConfigError,
-    TrainConfig,
-    check_settings,
-    class_split,
-    flag_of,
-)
-from plastic_jax.pathways import PLASTIC_B_TERMS
+from plastic_jax.config import RESUME_MAY_CHANGE, TrainConfig, class_split, flag_of
 
-CONFIG, METRICS, SUMMARY, CHECKPOINTS, LOCK = "config.json", "metrics.jsonl", "summary.json", "checkpoints", ".lock"
+# the readers live in plastic_jax.runs; their old names here are kept for callers of rundir
+from plastic_jax.runs import (  # noqa: F401
+    B_TERMS,
+    CONFIG,
+    METRICS,
+    NUMBER_FIELDS,
+    NUMBER_LISTS,
+    PREDATED,
+    SUMMARY,
+    THETA_KEY,
+    RunDirError,
+    _first_line,
+    complete_episodes,
+    latest_records,
+    member_index,
+    member_of,
+    read_config,
+    read_config_dict,
+    read_json,
+    read_records,
+    read_summary,
+    split_sweep,
+    theta_key_order,
+)
+
+CHECKPOINTS, LOCK = "checkpoints", ".lock"
 CHECKPOINTS_BAD, METRICS_CUT = CHECKPOINTS + "_bad", "metrics_cut.jsonl"
 #: where ``--tensorboard`` writes (``plastic_jax.tensorboard.DIR``)
 TENSORBOARD = "tensorboard"
@@ -109,137 +123,14 @@ TENSORBOARD = "tensorboard"
 RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINTS, CHECKPOINTS_BAD, METRICS_CUT)
 #: the run files that are files (the others, checkpoints and checkpoints_bad, are directories)
 FILE_NAMES = (CONFIG, METRICS, SUMMARY, METRICS_CUT)
-#: settings a run's config.json may lack: those added after old runs were written, with the value
-#: those runs had (``config.LEGACY``), and --meta-clip, added without declaring one (runs before
-#: it did not clip: 0)
-PREDATED: dict[str, Any] = {"meta_clip": 0.0, **LEGACY}
 #: bytes a run needs below RUN_DIR for its deepest path (orbax's temporary checkpoint folders:
 #: checkpoints/<step>.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/d/<32 hex>)
 PATH_RESERVE = 256
-#: number fields of a record (null: not finite) and lists of numbers
-NUMBER_FIELDS, NUMBER_LISTS = ("meta_loss", "query_loss", "accuracy"), ("alignment", "orthonormality")
-#: the terms of ``plastic`` feedback's Θ^B in Θ's order (``feedback.PLASTIC_B_TERMS``; declared in
-#: the JAX-free ``plastic_jax.pathways``, so that reading a run needs no JAX)
-B_TERMS = PLASTIC_B_TERMS
-#: a key of a record's Θ table (``inner.Rule.theta_labels``): "F<term id>", or "F<term id>@<layer>"
-#: (1-based) with --per-layer-theta; then the feedback mode's meta-parameters as each registered
-#: pathway declares them (``pathways.Pathway.label_pattern``): "B:<term>" (group 3, Θ^B of
-#: ``plastic``), "gate@<layer>" (group 4, φ_ℓ of ``routing``'s gate of e_ℓ, 0-based), then those of
-#: pathways registered later. Follows ``pathways.register`` (``pathways.theta_key()``).
-THETA_KEY = pathways.THETA_KEY
-#: sort key of a Θ label: the coefficients by term id, then layer (a shared Θ has layer 0); after
-#: them each pathway's labels in the registry's order (Θ^B in ``B_TERMS``' order, then the gates
-#: by layer); anything else last
-theta_key_order = pathways.theta_key_order
-
-
-class RunDirError(ConfigError):
-    """A run directory that cannot be used as asked; the message is one line naming the file."""
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
-
-
-# --------------------------------------------------------------------------- reading back
-
-
-def _refuse_special(path: str) -> None:
-    """``RunDirError`` when ``path`` is a FIFO, a device or a socket (reading it would block or never
-    end: a planted ``mkfifo``, a link to /dev/zero); a directory is left to ``open`` to refuse."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise RunDirError(f"cannot read {path}: not a regular file (a FIFO, device or socket); a run's files are "
-                          "plain files")
-
-
-def read_json(path: str) -> Any:
-    """The JSON value in ``path``; ``RunDirError`` naming the file when it cannot be read or parsed."""
-    _refuse_special(path)
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except OSError as e:
-        raise RunDirError(f"cannot read {path}: {e.strerror or e}") from None
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise RunDirError(f"{path} is not valid JSON ({_first_line(e)}); the file is damaged") from None
 
 
 def record_line(rec: dict[str, Any]) -> str:
     """One metrics.jsonl line: strict JSON (a non-finite number is ``null``) and a newline."""
     return json.dumps(json_safe(rec), allow_nan=False) + "\n"
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _check_record(rec: dict[str, Any]) -> str | None:
-    """Normalise a parsed record in place (``null`` numbers become NaN); what is wrong with it."""
-    ep = rec.get("episode")
-    if not isinstance(ep, int) or isinstance(ep, bool) or not 0 <= ep <= EPISODES_MAX:
-        return f"'episode' must be a non-negative integer (at most {EPISODES_MAX}), got {ep!r}"
-    seed = rec.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or abs(seed) > SEED_MAX:  # runs before 32-bit seeds: < 0
-        return f"'seed' must be an integer of at most 32 bits, got {seed!r}"
-    for k in NUMBER_FIELDS:
-        if k in rec:
-            if rec[k] is None:
-                rec[k] = math.nan
-            elif not _is_number(rec[k]):
-                return f"{k!r} must be a number or null, got {rec[k]!r}"
-    if "theta" in rec:
-        th = rec["theta"]
-        if not isinstance(th, dict) or not all(isinstance(k, str) and THETA_KEY.fullmatch(k) for k in th):
-            return (f"'theta' must be a table like {{\"F0\": 0.1}} (or \"F0@1\" per layer, \"B:kp\", "
-                    f"\"gate@0\" of the feedback), got {th!r}")[:200]
-        for k, v in th.items():
-            if v is None:
-                th[k] = math.nan
-            elif not _is_number(v):
-                return f"'theta' {k} must be a number or null, got {v!r}"
-    for k in NUMBER_LISTS:
-        if k in rec:
-            v = rec[k]
-            if not isinstance(v, list) or not all(x is None or _is_number(x) for x in v):
-                return f"{k!r} must be a list of numbers, got {v!r}"[:200]
-            rec[k] = [math.nan if x is None else x for x in v]
-    return None
-
-
-def read_config_dict(run_dir: str) -> dict[str, Any]:
-    """The raw settings of the run in ``run_dir`` (its config.json as a dict)."""
-    path = os.path.join(run_dir, CONFIG)
-    if not os.path.exists(path):
-        raise RunDirError(f"{run_dir!r} holds no run (no {CONFIG})")
-    d = read_json(path)
-    if not isinstance(d, dict):
-        raise RunDirError(f"{path} must hold a table of settings, got {type(d).__name__}")
-    return {str(k).replace("-", "_"): v for k, v in d.items()}
-
-
-def read_config(run_dir: str) -> TrainConfig:
-    """The ``TrainConfig`` of the run in ``run_dir``; settings its config.json predates take the
-    values the run had (``config.LEGACY``, ``PREDATED``). Any other setting it lacks is a
-    ``RunDirError`` naming the file and the key: today's default would silently change the run."""
-
-    d = read_config_dict(run_dir)
-    path = os.path.join(run_dir, CONFIG)
-    try:
-        cfg = TrainConfig.from_json({**PREDATED, **d})
-        check_settings(cfg)
-    except (ConfigError, TypeError) as e:
-        raise RunDirError(f"{path}: {_first_line(e)}") from None
-    missing = [k for k in SETTINGS if k not in d and k not in PREDATED]
-    if missing:
-        raise RunDirError(f"{path} lacks the setting {missing[0]!r} ({flag_of(missing[0])})"
-                          + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-                          + "; a run's config.json names every setting: restore it (the file was edited or damaged)")
-    return cfg
 
 
 # --------------------------------------------------------------------------- what a run depends on
@@ -263,10 +154,18 @@ def data_fingerprint(data: Any, cfg: TrainConfig) -> dict[str, Any]:
             "test_classes": None if test is None else [int(c) for c in test]}
 
 
-def record_fingerprint(cfg: TrainConfig, data: Any) -> None:
-    """Put ``data_fingerprint`` into ``cfg.extra["fingerprint"]`` (written with config.json; a
-    resume compares it with the run's, ``check_resume``)."""
-    cfg.extra["fingerprint"] = data_fingerprint(data, cfg)
+def recorded_config(cfg: TrainConfig, exp: Any) -> TrainConfig:
+    """``cfg`` as the run's config.json records it: ``extra`` with the experiment's resolved class
+    split (``class_split``: its train and test classes; none without a split) and the data's
+    ``fingerprint`` (``data_fingerprint``; a resume compares it with the run's, ``check_resume``) and,
+    with ``terms_from``, the user's terms file (``user_terms``: its path, sha256 and term names).
+    ``exp``: the ``experiment.Experiment`` of ``cfg``."""
+    extra = {k: v for k, v in cfg.extra.items() if k not in ("class_split", "fingerprint", user_terms.EXTRA_KEY)}
+    extra.update(user_terms.recorded_extra(cfg))
+    if exp.test_classes is not None:
+        extra["class_split"] = {"train": list(exp.train_classes), "test": list(exp.test_classes)}
+    extra["fingerprint"] = data_fingerprint(exp.data, cfg)
+    return dataclasses.replace(cfg, extra=extra)
 
 
 def fingerprint_change(old: Any, new: dict[str, Any]) -> str | None:
@@ -284,103 +183,6 @@ def fingerprint_change(old: Any, new: dict[str, Any]) -> str | None:
         return ("the dataset's contents differ from the run's (same shapes: rows edited, replaced or "
                 "reordered)")
     return None
-
-
-def read_summary(run_dir: str) -> dict[str, Any] | None:
-    """The run's summary.json (None when there is none yet)."""
-    path = os.path.join(run_dir, SUMMARY)
-    if not os.path.exists(path):
-        return None
-    d = read_json(path)
-    if not isinstance(d, dict):
-        raise RunDirError(f"{path} must hold a table, got {type(d).__name__}")
-    return d
-
-
-def read_records(run_dir: str) -> list[dict[str, Any]]:
-    """Every record of the run's metrics.jsonl, in file order ([] when there is no file).
-
-    The one reader of metrics.jsonl. A torn last line (a run killed mid-write) is dropped; a line
-    before it that is not a JSON object with an integer ``episode`` is a ``RunDirError``, and so is
-    any record whose fields have the wrong type (``_check_record``). ``null`` numbers read as NaN.
-    """
-    path = os.path.join(run_dir, METRICS)
-    if not os.path.exists(path):
-        return []
-    _refuse_special(path)
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().split(b"\n")
-    except OSError as e:
-        raise RunDirError(f"cannot read {path}: {e.strerror or e}") from None
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    records = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            if i == last:
-                break  # torn by a kill mid-write
-            raise RunDirError(f"{path} line {i + 1} is not JSON; the file is damaged") from None
-        if not isinstance(rec, dict) or "episode" not in rec:
-            if i == last:
-                break
-            raise RunDirError(f"{path} line {i + 1} is not a record (no integer 'episode')")
-        why = _check_record(rec)
-        if why:
-            raise RunDirError(f"{path} line {i + 1} is not a valid record: {why}")
-        records.append(rec)
-    return records
-
-
-def latest_records(records: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str, Any]]:
-    """``(episode, seed) -> record``, the last record of an (episode, seed) winning (so a run that
-    was resumed after a crash reads as one), sorted by episode and seed."""
-    latest = {(r["episode"], r.get("seed", 0)): r for r in records}
-    return dict(sorted(latest.items()))
-
-
-def member_of(rec: dict[str, Any]) -> tuple[Any, Any, int]:
-    """The member a record belongs to: ``(l1, meta_lr, seed)`` (None for the λ and rate of a run
-    written before records named them; such runs have one member per seed)."""
-    return rec.get("l1"), rec.get("meta_lr"), rec.get("seed", 0)
-
-
-def complete_episodes(records: list[dict[str, Any]], n_members: int) -> list[dict[str, Any]]:
-    """The records of the leading episodes 0, 1, ... that all ``n_members`` members (seeds, or
-    (λ, rate, seed) of a sweep) reached; a record repeated for the same member counts once."""
-    seen: dict[int, set] = {}
-    for r in records:
-        seen.setdefault(r["episode"], set()).add(member_of(r))
-    done = 0
-    while len(seen.get(done, ())) == n_members:
-        done += 1
-    return [r for r in records if r["episode"] < done]
-
-
-def split_sweep(records: list[dict[str, Any]]) -> dict[tuple[Any, Any], list[dict[str, Any]]]:
-    """The records of each (λ, rate) combination of a run, in file order (one entry for a run
-    that sweeps nothing)."""
-    out: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
-    for r in records:
-        out.setdefault((r.get("l1"), r.get("meta_lr")), []).append(r)
-    return out
-
-
-def member_index(cfg: TrainConfig, rec: dict[str, Any]) -> int | None:
-    """The index of a record's member on the run's vmapped axis (``TrainConfig.members``), or None
-    when it is none of them. A record without ``l1``/``meta_lr`` (written before records named
-    them) belongs to the run's first λ and rate."""
-    lam = rec.get("l1", cfg.l1_values[0])
-    lr = rec.get("meta_lr", cfg.meta_lr_values[0])
-    try:
-        i, j = cfg.l1_values.index(lam), cfg.meta_lr_values.index(lr)
-    except ValueError:
-        return None
-    s = rec.get("seed", 0) - cfg.seed
-    return (i * len(cfg.meta_lr_values) + j) * cfg.seeds + s if 0 <= s < cfg.seeds else None
 
 
 # --------------------------------------------------------------------------- checks (no writes)
@@ -709,7 +511,7 @@ def _write_error(path: str, e: BaseException, run_dir: str | None) -> RunDirErro
     return RunDirError(f"cannot write {path} ({why}); {then}")
 
 
-class Run:
+class RunWriter:
     """A run directory open for writing (locked): what the training loop writes through.
 
     ``checkpointing``: whether checkpoints are saved (``--checkpoint-every`` or a resumed run).
@@ -973,21 +775,23 @@ def _refuse_live_writer(out: str) -> None:
 
 
 @contextlib.contextmanager
-def open_run(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Iterator[Run]:
+def open_run(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Iterator[RunWriter]:
     """Open ``cfg.out`` for writing: check (no writes), lock, then clear and write config.json (a
-    new run, with a new ``extra["run_id"]``) or leave the files to ``Run.start`` (a resume, which
-    keeps the run's id or gives an old run one). The lock is released on exit; a new run that
-    fails or is interrupted before its first record leaves nothing it created behind (``_unmake``,
-    the lock file, the directories it made)."""
+    new run, with a new ``extra["run_id"]``) or leave the files to ``RunWriter.start`` (a resume,
+    which keeps the run's id or gives an old run one); the writer's ``cfg`` is ``cfg`` with that id
+    (``cfg`` itself is never changed). The lock is released on exit; a new run that fails or is
+    interrupted before its first record leaves nothing it created behind (``_unmake``, the lock
+    file, the directories it made)."""
     check_out_path(cfg.out)
     _refuse_live_writer(cfg.out)
     if resume:
         saved = check_resume(cfg)
         rid = saved.extra.get("run_id")
-        cfg.extra["run_id"] = rid if isinstance(rid, str) and rid else uuid.uuid4().hex
+        rid = rid if isinstance(rid, str) and rid else uuid.uuid4().hex
     else:
         check_new(cfg.out, overwrite)
-        cfg.extra["run_id"] = uuid.uuid4().hex
+        rid = uuid.uuid4().hex
+    cfg = dataclasses.replace(cfg, extra={**cfg.extra, "run_id": rid})
     made = _dirs_to_make(cfg.out)
     lock = run = None
     wrote = False
@@ -1004,7 +808,7 @@ def open_run(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False)
                 atomic_write_json(os.path.join(cfg.out, CONFIG), cfg.to_json())
             except OSError as e:
                 raise _write_error(os.path.join(cfg.out, CONFIG), e, None) from None
-        run = Run(cfg, resume, lock)
+        run = RunWriter(cfg, resume, lock)
         yield run
     except BaseException:
         if run is not None:
@@ -1029,3 +833,4 @@ def open_run(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False)
             run.close()
         finally:
             lock.release()
+

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 from plastic_jax import checks
 from plastic_jax.data.base import Task
 from plastic_jax.data.sampler import ClassIndex
-from plastic_jax.episode import EpisodeSpec, draw
-from plastic_jax.inner import Rule, adapt_with_feedback, query_loss, state_step
+from plastic_jax.episode import EpisodeSpec, _draw, check_episode
+from plastic_jax.inner import Rule, _adapt_with_feedback, _query_loss, query_loss, state_step
 from plastic_jax.meta import tree_norm
 from plastic_jax.network import Weights
 
@@ -81,9 +81,9 @@ def tangent_episode(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Ar
     """Draw the episode ``key`` (``episode.draw``), adapt with Θ and carry the tangent of (W, B)
     along the unit direction v (``unit_direction``) through the stream: one ``jax.jvp`` of
     ``inner.state_step`` per step, so the adapted W is ``episode.run``'s (same ops, same order)."""
-    checks.check_episode("episode_sensitivity", theta, rule, spec, ci)
+    check_episode("episode_sensitivity", theta, rule, spec, ci)
     v = unit_direction(theta, direction)
-    task, W, B = draw(spec, key, ci, theta.dtype, rule.feedback)
+    task, W, B = _draw(spec, key, ci, theta.dtype, rule.feedback)
     W, B = tuple(W), tuple(B)
     zero = jax.tree.map(jnp.zeros_like, (W, B))
 
@@ -125,12 +125,13 @@ def finite_differences(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax
                        steps: Sequence[float] = (1e-2, 1e-3, 1e-4)) -> jax.Array:
     """Central differences (L(Θ + h v) − L(Θ − h v)) / 2h of the task's query loss along the unit
     direction v, one per h in ``steps``: (len(steps),)."""
+    check_episode("finite_differences", theta, rule, spec, ci)
     v = unit_direction(theta, direction, "finite_differences")
 
     def loss(th):
-        task, W, B = draw(spec, key, ci, th.dtype, rule.feedback)
-        W, _ = adapt_with_feedback(th, rule, W, B, task.xs, task.ys)
-        return query_loss(W, task.xq, task.yq)[0]
+        task, W, B = _draw(spec, key, ci, th.dtype, rule.feedback)
+        W, _ = _adapt_with_feedback(th, rule, W, B, task.xs, task.ys)
+        return _query_loss(W, task.xq, task.yq)[0]
 
     return jnp.stack([(loss(theta + h * v) - loss(theta - h * v)) / (2 * h) for h in steps])
 

@@ -355,7 +355,7 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
 
     Everything is checked (settings, dataset, devices, the run directory) before anything on disk
     changes; ``resume`` continues the run in ``cfg.out`` from its newest usable checkpoint
-    (``rundir.Run.start``). Checkpoints: every ``cfg.checkpoint_every`` episodes, at the end and
+    (``rundir.RunWriter.start``). Checkpoints: every ``cfg.checkpoint_every`` episodes, at the end and
     when the guard stops the run, which raises ``TrainingStopped`` after ``cfg.max_skips``
     consecutive skipped updates of a seed. SIGINT/SIGTERM stop the loop after the current episode:
     its records, a checkpoint and summary.json are written, then ``TrainingInterrupted``.
@@ -365,7 +365,8 @@ def meta_train(cfg: TrainConfig, *, progress: bool = True, overwrite: bool = Fal
     from plastic_jax.sharding import seed_shardings
 
     exp = build(cfg)
-    rundir.record_fingerprint(cfg, exp.data)  # what the run depends on; a resume with other data is refused
+    # config.json records the class split and what the run depends on (a resume with other data is refused)
+    cfg = rundir.recorded_config(cfg, exp)
     if isinstance(devices, int) and not isinstance(devices, bool):
         if devices < 1:
             raise ConfigError(f"--devices must be a positive integer, got {devices}")

@@ -58,7 +58,7 @@ from plastic_jax.paper import (
 )
 from plastic_jax.paper.digits import FIGS, configs, digits_main
 from plastic_jax.paper.pipeline import paper_main
-from plastic_jax.plots import load_run
+from plastic_jax.runs import load_run
 
 #: what the tests and docs/RESULTS.md use of this script (the rest is plastic_jax.paper's)
 __all__ = ["BEGIN", "END", "FIGS", "N_CLASSES", "ConfigError", "config_differences", "config_of", "configs",

@@ -13,7 +13,6 @@ A seed "did not learn" when, over its last 100 episodes (as in docs/RESULTS.md's
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -22,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from plastic_jax import rundir  # noqa: E402
+from plastic_jax import runs  # noqa: E402
 from plastic_jax.stats import bootstrap_ci, proportion_ci  # noqa: E402
 
 N_CLASSES = {"digits": 10, "glyphs": 47, "emnist": 47}
@@ -43,23 +42,20 @@ def outcome(recs: list[dict], n_classes: int | None, theta0: float, n: int = 100
 
 
 def status(run_dir: str) -> list[str]:
-    cfg = rundir.read_config_dict(run_dir)
-    records = rundir.read_records(run_dir)
-    done = json.load(open(os.path.join(run_dir, "summary.json"))) if os.path.exists(
-        os.path.join(run_dir, "summary.json")) else {}
-    finished = bool(done) and "stopped" not in done
-    C = N_CLASSES.get(cfg.get("dataset"))
+    """The table's rows of the run in ``run_dir``: one, or one per (λ, rate) of a sweep."""
+    if not os.path.isfile(os.path.join(run_dir, runs.METRICS)) or not os.path.getsize(
+            os.path.join(run_dir, runs.METRICS)):
+        return []  # nothing logged yet
     rows = []
-    for (lam, lr), recs in rundir.split_sweep(records).items():
-        by_seed: dict[int, dict[int, dict]] = {}
-        for r in recs:
-            by_seed.setdefault(r.get("seed", 0), {})[r["episode"]] = r
+    for run in runs.load_runs(run_dir):
+        cfg = run.config
+        C = N_CLASSES.get(cfg.get("dataset"))
+        by_seed = run.seed_records()
         seeds = sorted(by_seed)
-        series = [[by_seed[s][e] for e in sorted(by_seed[s])] for s in seeds]
+        series = [by_seed[s] for s in seeds]
         eps = min(len(x) for x in series)
         # an episode whose network diverged has a NaN (null) accuracy: averaged over the finite ones
-        acc = np.array([np.nanmean([np.nan if r["accuracy"] is None else r["accuracy"]
-                                    for r in x[eps - min(100, eps):eps]]) for x in series])
+        acc = np.array([np.nanmean([r["accuracy"] for r in x[eps - min(100, eps):eps]]) for x in series])
         mean, lo, hi = bootstrap_ci(acc, level=0.98, n_resamples=500)
         kinds = [outcome(x[:eps], C, float(cfg.get("theta0", 1e-3))) for x in series]
         bad = sum(k != "learned" for k in kinds)
@@ -67,11 +63,11 @@ def status(run_dir: str) -> list[str]:
         ev = {k: sum(bool(r.get(f)) for x in series for r in x) for k, f in
               (("spikes", "spike"), ("rollbacks", "rolled_back"))}
         name = os.path.relpath(run_dir, os.path.dirname(os.path.dirname(run_dir)))
-        if lam is not None and (isinstance(cfg.get("l1"), list) or isinstance(cfg.get("meta_lr"), list)):
-            name += f" λ={lam:g} lr={lr:g}"
+        if run.member:
+            name += f" λ={cfg['l1']:g} lr={cfg['meta_lr']:g}"
         what = ", ".join(f"{kinds.count(k)} {k}" for k in ("diverged", "collapsed") if kinds.count(k))
         rows.append(f"| {name} | {cfg.get('preset', 'paper')} | {eps}/{cfg.get('episodes')}"
-                    f"{'' if finished else ' (running)'} | {len(seeds)} | {100 * float(mean):.1f}% "
+                    f"{'' if run.finished else ' (running)'} | {len(seeds)} | {100 * float(mean):.1f}% "
                     f"[{100 * float(lo):.1f}, {100 * float(hi):.1f}] | {bad} of {len(kinds)}"
                     f"{' (' + what + ')' if what else ''} [{100 * blo:.0f}%, {100 * bhi:.0f}%] | "
                     f"{ev['spikes']} | {ev['rollbacks']} |")

@@ -677,21 +677,21 @@ def test_disk_full_mid_run_is_one_line_and_the_run_resumes(tmp_path, capsys, mon
         def __getattr__(self, name):
             return getattr(self.f, name)
 
-    real = rundir.Run.start
+    real = rundir.RunWriter.start
 
     def start(self, target, legacy=None):
         got = real(self, target, legacy)
         self._log = FullDisk(self._log)
         return got
 
-    monkeypatch.setattr(rundir.Run, "start", start)
+    monkeypatch.setattr(rundir.RunWriter, "start", start)
     args = ["meta-train", *TINY, "--episodes", "4", "--checkpoint-every", "1", NP, "--out", out]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "No space left on device" in err and "--resume" in err
     assert [r["episode"] for r in rundir.read_records(out)] == [0, 1]  # the torn line is dropped
     assert not glob.glob(os.path.join(out, "*.tmp*"))
-    monkeypatch.setattr(rundir.Run, "start", real)
+    monkeypatch.setattr(rundir.RunWriter, "start", real)
     assert main(["meta-train", "--resume", out, NP]) == 0
     assert [r["episode"] for r in rundir.read_records(out)] == [0, 1, 2, 3]
 

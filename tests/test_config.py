@@ -211,6 +211,28 @@ def test_presets_resolve_the_settings_left_open_and_a_given_flag_wins():
     assert (old.preset, old.clip_factor, old.guard) == ("paper", 0.0, "skip")
 
 
+def test_a_train_config_is_frozen_and_a_changed_one_is_a_new_config():
+    import dataclasses
+
+    cfg = TrainConfig(rule="bio", out="runs/a")
+    for name, value in (("out", "runs/b"), ("meta_batch", 2), ("extra", {}), ("meta_lr", 1e-4)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(cfg, name, value)
+    assert (cfg.out, cfg.meta_batch, cfg.meta_lr) == ("runs/a", 1, 1e-3)
+    moved = dataclasses.replace(cfg, out="runs/b")
+    assert moved.out == "runs/b" and cfg.out == "runs/a"
+    assert {**moved.to_json(), "out": "runs/a"} == cfg.to_json()
+    # the preset's values are resolved when a config is made, a replaced one included
+    assert dataclasses.replace(TrainConfig(preset="paper"), rule="pool").meta_lr == 1e-3
+    assert dataclasses.replace(TrainConfig(), rule="pool", meta_lr=None).meta_lr == 1e-4
+
+
+def test_the_default_out_is_a_new_config_not_a_changed_one():
+    args = build_parser().parse_args(["meta-train", "--rule", "bio", "--seed", "3"])
+    cfg = config_from_args(args)
+    assert cfg.out.startswith("runs/bio-fa-s3")
+
+
 def test_swept_settings_parse_as_lists_and_single_values_stay_numbers():
     cfg = TrainConfig.from_json({"l1": [0, 1, 10], "meta_lr": [1e-3, 1e-4], "seeds": 2})
     assert cfg.l1 == (0.0, 1.0, 10.0) and cfg.meta_lr == (1e-3, 1e-4) and cfg.is_sweep

@@ -1,5 +1,6 @@
 """``plastic-jax evaluate`` end to end on digits, checked against the NumPy reference episode."""
 
+import dataclasses
 import json
 import os
 
@@ -43,7 +44,7 @@ def run_dir(tmp_path_factory):
     out.mkdir()
     cfg = TrainConfig(rule="bio", holdout=0.5, hidden=(HIDDEN,), K=K, Q=Q, episodes=3, out=str(out))
     train, test = class_split(cfg, 10)
-    cfg.extra["class_split"] = {"train": list(train), "test": list(test)}
+    cfg = dataclasses.replace(cfg, extra={"class_split": {"train": list(train), "test": list(test)}})
     cfg.dump(str(out / "config.json"))
     summary = {"episodes": 3, "seeds": [0], "theta": [{"F0": 0.05, "F2": -0.02, "F9": 0.01}]}
     (out / "summary.json").write_text(json.dumps(summary))
@@ -166,7 +167,7 @@ def three_seed_run(tmp_path_factory):
     out.mkdir()
     cfg = TrainConfig(rule="bio", holdout=0.5, hidden=(HIDDEN,), K=K, Q=Q, episodes=3, seeds=3, seed=7, out=str(out))
     train, test = class_split(cfg, 10)
-    cfg.extra["class_split"] = {"train": list(train), "test": list(test)}
+    cfg = dataclasses.replace(cfg, extra={"class_split": {"train": list(train), "test": list(test)}})
     cfg.dump(str(out / "config.json"))
     thetas = [{"F0": 0.05, "F2": -0.02, "F9": 0.01}, {"F0": 0.1, "F2": 0.0, "F9": 0.0},
               {"F0": 0.02, "F2": 0.01, "F9": -0.01}]
@@ -310,8 +311,10 @@ def test_evaluate_reports_the_interval_over_seeds_and_tasks(three_seed_run, tmp_
     assert res["interval"] == "95% t-interval over tasks"  # the earlier keys are kept as they were
 
     cfg = run_config(three_seed_run)
-    data, _, rule, spec = build(cfg)
-    ci = build_class_index(data, class_split(cfg, data.n_classes)[1])
+    exp = build(cfg)
+    data, rule, spec = exp.data, exp.rule, exp.spec
+    ci = build_class_index(data, exp.test_classes)
+    assert exp.test_classes == class_split(cfg, data.n_classes)[1]
     summary = json.load(open(os.path.join(three_seed_run, "summary.json")))
     thetas = np.array([[t[k] for k in ("F0", "F2", "F9")] for t in summary["theta"]], np.float32)
     keys = stream_keys(0, EVAL_STREAM, 4)

@@ -4,6 +4,7 @@ or invalid when the write fails."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -27,7 +28,7 @@ def run_dir(tmp_path_factory):
     out.mkdir()
     cfg = TrainConfig(rule="bio", holdout=0.5, hidden=(8,), K=3, Q=2, episodes=3, out=str(out))
     train, test = class_split(cfg, 10)
-    cfg.extra["class_split"] = {"train": list(train), "test": list(test)}
+    cfg = dataclasses.replace(cfg, extra={"class_split": {"train": list(train), "test": list(test)}})
     cfg.dump(str(out / "config.json"))
     (out / "summary.json").write_text(json.dumps({"episodes": 3, "seeds": [0],
                                                   "theta": [{"F0": 0.05, "F2": -0.02, "F9": 0.01}]}))
@@ -160,12 +161,11 @@ def test_evaluating_a_run_on_other_data_than_it_was_trained_on_warns(capsys):
     from plastic_jax.experiment import build
 
     cfg = TrainConfig(holdout=0.5)
-    data = build(cfg)[0]
-    cfg.extra["fingerprint"] = rundir.data_fingerprint(data, cfg)
-    warn_other_data(cfg, data, "runs/r")
+    data = build(cfg).data
+    fp = rundir.data_fingerprint(data, cfg)
+    warn_other_data(TrainConfig(holdout=0.5, extra={"fingerprint": fp}), data, "runs/r")
     assert capsys.readouterr().err == ""  # the same data: silent
-    cfg.extra["fingerprint"] = {**cfg.extra["fingerprint"], "data_sha256": "0" * 64}
-    warn_other_data(cfg, data, "runs/r")
+    warn_other_data(TrainConfig(holdout=0.5, extra={"fingerprint": {**fp, "data_sha256": "0" * 64}}), data, "runs/r")
     err = capsys.readouterr().err
     assert err.startswith("warning: runs/r was meta-trained on other data:") and "contents differ" in err
     warn_other_data(TrainConfig(holdout=0.5), data, "runs/r")  # a run written before fingerprints

@@ -22,7 +22,7 @@ from plastic_jax.data import build_class_index, load_dataset
 from plastic_jax.episode import EpisodeSpec, batch_loss, draw
 from plastic_jax.estimators import ESTIMATORS, choose_estimator
 from plastic_jax.feedback import FEEDBACK_MODES, feedback_shapes, signals
-from plastic_jax.inner import adapt_with_feedback, initial_theta, make_rule, online_step, state_step
+from plastic_jax.inner import adapt_with_feedback, check_weights, initial_theta, make_rule, online_step, state_step
 from plastic_jax.meta import l1_penalty, meta_init, meta_step
 from plastic_jax.network import forward, init_network
 
@@ -501,7 +501,7 @@ def test_a_feedback_state_without_the_direct_matrices_is_refused(mode):
     x, y = jnp.ones(SIZES[0]), jnp.asarray(1)
     theta = initial_theta(rule)
     calls = {
-        "check_weights": lambda: checks.check_weights("check_weights", rule, W, B),
+        "check_weights": lambda: check_weights("check_weights", rule, W, B),
         "online_step": lambda: online_step(theta, rule, W, B, x, y),
         "adapt": lambda: adapt_with_feedback(theta, rule, W, B, x[None], y[None]),
     }

@@ -76,7 +76,11 @@ def test_meta_train_records_the_split_and_draws_only_meta_training_classes(tmp_p
     assert recorded == {"train": list(train), "test": list(test)}
 
     # the class index of the run samples only meta-training classes
-    _, ci, _, _ = build(TrainConfig.from_json(cfg_json))
+    cfg = TrainConfig.from_json({**cfg_json, "extra": {}})
+    exp = build(cfg)
+    # the experiment carries the split; the config is left as it was (config.json records the split)
+    assert (exp.train_classes, exp.test_classes) == (train, test) and cfg.extra == {}
+    ci = exp.ci
     labels = np.concatenate([
         np.concatenate([np.asarray(t.ys), np.asarray(t.yq)])
         for t in (sample_task(jax.random.PRNGKey(i), ci, 5, 3, 2) for i in range(20))

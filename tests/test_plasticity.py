@@ -116,10 +116,23 @@ def test_parse_terms_accepts_names_ids_and_prefixed_ids():
     assert RULES["pool"] == tuple(range(10))
 
 
-@pytest.mark.parametrize("bad", ["nosuchrule", "0,10", "-1", "0,,x", ""])
+@pytest.mark.parametrize("bad", ["nosuchrule", "0,10", "-1", "0,,x", "", (0.5,), ["F0"], [True], 7, ()])
 def test_parse_terms_rejects_unknown_rules_and_ids(bad):
-    with pytest.raises(RuleError):
+    # a float, a string or a bool in a sequence is not an id (0.5 is not silently term 0)
+    with pytest.raises(RuleError, match="^unknown (rule or )?term id"):
         parse_terms(bad)
+
+
+def test_make_rule_parses_terms_with_parse_terms_for_any_pool_size():
+    # one parser: make_rule's term errors are parse_terms's RuleError, prefixed with its name
+    assert parse_terms((10, 0), 11) == (0, 10) == parse_terms("F10,F0", 11)
+    assert parse_terms((), where="make_rule", empty_ok=True) == ()
+    for bad in ("bo", (0, 10), (0.5,)):
+        with pytest.raises(RuleError, match="^make_rule: ") as e:
+            make_rule(bad, n_layers=2)
+        assert isinstance(e.value, ValueError)
+    with pytest.raises(RuleError, match=r"^make_rule: term id\(s\) \[11\] outside the pool of 11 terms"):
+        make_rule((0, 11), n_layers=2, pool=PAPER_POOL + USER_TERMS[:1])
 
 
 # ----------------------------------------------------------------------------- both readings, pools

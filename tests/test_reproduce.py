@@ -1,5 +1,6 @@
 """scripts/reproduce.py: the --quick pipeline runs and the RESULTS.md section is replaced in place."""
 
+import dataclasses
 import json
 import os
 import socket
@@ -103,8 +104,7 @@ def test_paper_matrix_is_the_old_paper_runs_sh(tmp_path):
         # the one change: --max-skips 0 for every run (the old script gave it to pool only), which a
         # resume may change
         assert new.max_skips == 0
-        old.max_skips = 0
-        assert new.to_json() == old.to_json(), name
+        assert new.to_json() == dataclasses.replace(old, max_skips=0).to_json(), name
 
 
 def test_paper_matrix_matches_the_runs_on_disk():
@@ -167,7 +167,7 @@ def _fake_run(cfg, episodes, *, acc=0.5, loss=1.0, align=None, ortho=None, theta
 
     os.makedirs(cfg.out, exist_ok=True)
     train, test = class_split(cfg, reproduce.N_CLASSES[cfg.dataset])
-    cfg.extra = {"class_split": {"train": list(train), "test": list(test)}} if test else {}
+    cfg = dataclasses.replace(cfg, extra={"class_split": {"train": list(train), "test": list(test)}} if test else {})
     with open(os.path.join(cfg.out, "config.json"), "w") as f:
         json.dump(cfg.to_json(), f)
     terms = rule_of(cfg).terms
@@ -203,12 +203,9 @@ def test_paper_status_done_partial_conflict_running(tmp_path):
     assert {s.state for s in st.values()} == {"missing"}
     assert reproduce.train_command(st["f0-fa"])[-3:] == ["--out", str(tmp_path / "runs" / "f0-fa"), "--no-progress"]
     _fake_run(st["f0-fa"].cfg, args.episodes)
-    part = reproduce.config_of(st["f0-bp"].argv)
-    part.checkpoint_every = 0  # a setting a resume may change: the resume passes the matrix's
-    _fake_run(part, 2, summary=False)
-    other = reproduce.config_of(st["bio-fa"].argv)
-    other.K = 5
-    _fake_run(other, args.episodes)
+    # checkpoint_every: a setting a resume may change: the resume passes the matrix's
+    _fake_run(dataclasses.replace(reproduce.config_of(st["f0-bp"].argv), checkpoint_every=0), 2, summary=False)
+    _fake_run(dataclasses.replace(reproduce.config_of(st["bio-fa"].argv), K=5), args.episodes)
     _fake_run(reproduce.config_of(st["oja-fa"].argv), 1, summary=False)
     with open(os.path.join(st["oja-fa"].out, ".lock"), "w") as f:
         f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
@@ -229,9 +226,8 @@ def test_paper_status_done_partial_conflict_running(tmp_path):
 def test_seed_outcomes_name_the_degenerate_seeds(tmp_path):
     args, st = _statuses(tmp_path)
     pool = st["pool-fa-matrix-l1_1"]
-    cfg = reproduce.config_of(pool.argv)
-    cfg.seeds = 3
-    pool.cfg.seeds = 3
+    cfg = dataclasses.replace(reproduce.config_of(pool.argv), seeds=3)
+    pool.cfg = dataclasses.replace(pool.cfg, seeds=3)
     _fake_run(cfg, 3, per_seed={1: {"loss": float(np.log(10)), "acc": 0.08, "theta": {"F0": -0.001, "F3": 0.004}},
                                 2: {"loss": float("nan"), "acc": 0.1, "skipped": True}})
     run = reproduce.load_run(cfg.out)

@@ -218,3 +218,68 @@ def test_overwrite_deletes_nothing_before_every_check_has_passed(tmp_path, capsy
     assert {p: open(os.path.join(run, p)).read() for p in before} == before
     assert os.listdir(os.path.join(run, rundir.CHECKPOINTS)) == ["1"]
     assert not os.path.exists(os.path.join(run, rundir.CONFIG))
+
+
+def test_one_reader_the_old_names_are_the_readers_of_plastic_jax_runs():
+    from plastic_jax import plots, runs
+
+    assert plots.Run is runs.Run and plots.load_runs is runs.load_runs and plots.load_run is runs.load_run
+    for name in ("read_json", "read_config_dict", "read_config", "read_summary", "read_records", "latest_records",
+                 "member_of", "complete_episodes", "split_sweep", "member_index", "RunDirError", "THETA_KEY"):
+        assert getattr(rundir, name) is getattr(runs, name), name
+    assert rundir.RunWriter is not runs.Run  # the writer has a name of its own
+
+
+def test_a_run_reads_the_committed_old_run_directory_without_writing_to_it():
+    import dataclasses
+
+    import numpy as np
+
+    from plastic_jax import runs
+
+    def stamps():
+        return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+                for d, _, files in os.walk(OLD_RUN) for f in files}
+
+    before = stamps()
+    run = runs.load_run(OLD_RUN)
+    assert stamps() == before and not os.path.exists(os.path.join(OLD_RUN, rundir.LOCK))
+    assert (run.path, run.label, run.member, run.seeds) == (OLD_RUN, "bio+fa", "", [0, 1])
+    assert list(run.episodes) == [0, 1, 2, 3] and run.accuracy.shape == run.meta_loss.shape == (2, 4)
+    assert list(run.theta) == ["F0", "F2", "F9"] and list(run.analysis_episodes) == [0, 2, 3]
+    assert run.alignment.shape == (2, 3, 2) and run.telemetry == {}  # written before telemetry
+    # the records and summary as read, and the curves drawn from them
+    assert run.records == tuple(rundir.read_records(OLD_RUN)) and len(run.records) == 8
+    assert run.summary == json.load(open(os.path.join(OLD_RUN, rundir.SUMMARY))) and run.finished
+    by_seed = run.seed_records()
+    assert [r["episode"] for r in by_seed[1]] == [0, 1, 2, 3]
+    assert np.array_equal(run.accuracy[1], [r["accuracy"] for r in by_seed[1]])
+    # its config.json records the class split in extra (as meta-train still writes it) and lacks the
+    # settings added since, which read as the run had them
+    assert run.config["extra"]["class_split"] == {"train": [0, 1, 5, 8, 9], "test": [2, 3, 4, 6, 7]}
+    cfg = run.train_config
+    assert (cfg.bp_grad, cfg.f5_f8, cfg.preset, cfg.holdout) == ("through", "matrix", "paper", 0.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.label = "mine"  # read-only: a relabelled run is a copy
+    mine = runs.relabel(run, "mine")
+    assert (mine.label, run.label) == ("mine", "bio+fa") and mine.records is run.records
+
+
+def test_a_run_of_each_member_of_a_sweep_holds_that_members_records_only(tmp_path):
+    from plastic_jax import runs
+    from plastic_jax.config import ConfigError
+    from plastic_jax.paper.synthetic import synthetic_run
+
+    out = synthetic_run(str(tmp_path / "sweep"), 5, {0: {"acc": 0.4}, 1: {"acc": 0.6}}, l1=(0.0, 1.0),
+                        meta_lr=1e-3)
+    members = runs.load_runs(out)
+    assert [(r.config["l1"], r.config["meta_lr"], r.member) for r in members] == [
+        (0.0, 1e-3, " λ=0 lr=0.001"), (1.0, 1e-3, " λ=1 lr=0.001")]
+    assert [r.label for r in members] == ["f0+fa λ=0 lr=0.001", "f0+fa λ=1 lr=0.001"]
+    for r in members:
+        assert {(x["l1"], x["seed"]) for x in r.records} == {(r.config["l1"], 0), (r.config["l1"], 1)}
+        assert len(r.records) == 10 and r.seeds == [0, 1] and r.accuracy.shape == (2, 5)
+        assert {s: len(v) for s, v in r.seed_records().items()} == {0: 5, 1: 5}
+        assert r.summary is not None and r.train_config.l1 == (0.0, 1.0)  # the directory's settings
+    with pytest.raises(ConfigError, match="a sweep of 2"):
+        runs.load_run(out)

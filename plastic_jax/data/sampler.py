@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,6 +86,50 @@ def check_classes(where: str, classes, n_classes: int) -> list[int]:
         checks.fail(where, f"class(es) {dup} listed more than once; list each allowed class once ({valid})")
     return out
 
+
+
+def check_class_index(where: str, ci: object, spec: Any) -> None:
+    """``ci`` (a ``ClassIndex``) can feed tasks of ``spec`` (an ``episode.EpisodeSpec``): data
+    dimension sizes[0], labels below sizes[-1], at least M allowed classes, K + Q examples in each
+    allowed class; one-line ``checks.PlasticJaxError`` otherwise.
+
+    The shape checks (features, number of classes, number of allowed classes, largest class) run
+    always, at trace time under ``jit``. The value checks (allowed classes in range and distinct,
+    the smallest allowed class) run only when ``ci.classes`` and ``ci.count`` are concrete (a call
+    outside ``jit``); under ``jit`` they are skipped. ``build_class_index`` has already checked
+    the allowed classes in Python before building any array.
+    """
+    if not isinstance(ci, ClassIndex):
+        checks.fail(where, f"ci must be a data.ClassIndex (build_class_index(dataset)), got {type(ci).__name__}")
+    if len(ci.x.shape) != 2:
+        checks.fail(where, f"ci.x must be 2-D (examples, features), got shape {tuple(ci.x.shape)}")
+    n0, n_out = spec.sizes[0], spec.sizes[-1]
+    if ci.x.shape[1] != n0:
+        checks.fail(where, f"the data have {ci.x.shape[1]} features but spec.sizes[0] is {n0}")
+    n_classes = ci.index.shape[0]
+    if n_classes > n_out:
+        checks.fail(where, f"the data have {n_classes} classes (labels 0-{n_classes - 1}) but the network has "
+                           f"{n_out} outputs (spec.sizes[-1]); make the last size at least {n_classes}")
+    n_allowed = ci.classes.shape[0]
+    if spec.M > n_allowed:
+        checks.fail(where, f"spec.M = {spec.M} is larger than the {n_allowed} classes tasks may be drawn from")
+    need = spec.K + spec.Q
+    if need > ci.index.shape[1]:
+        checks.fail(where, f"spec.K + spec.Q = {need} is larger than the largest class "
+                           f"({ci.index.shape[1]} examples)")
+    if checks.is_tracer(ci.count) or checks.is_tracer(ci.classes):
+        return  # under jit: the value checks below were done (or not) outside
+    classes, count = np.asarray(ci.classes), np.asarray(ci.count)
+    bad = sorted({int(c) for c in classes if not 0 <= c < n_classes})
+    if bad:
+        checks.fail(where, f"ci.classes holds class(es) {bad} outside 0-{n_classes - 1}")
+    if len(np.unique(classes)) != len(classes):
+        checks.fail(where, "ci.classes lists a class twice")
+    smallest = int(count[classes].min())
+    if need > smallest:
+        c = int(classes[np.argmin(count[classes])])
+        checks.fail(where, f"spec.K + spec.Q = {need} is larger than the smallest allowed class "
+                           f"(class {c}: {smallest} examples)")
 
 def sample_task(key: jax.Array, ci: ClassIndex, M: int, K: int, Q: int) -> Task:
     """Draw one task; M, K, Q are static. Deterministic for a key."""

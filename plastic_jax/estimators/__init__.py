@@ -34,7 +34,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from plastic_jax import checks
+from plastic_jax.episode import check_episode
 from plastic_jax.estimators import adjoint, es, forward, remat, reverse
 from plastic_jax.estimators.adjoint import adjoint_batch_loss, adjoint_generic_grad, adjoint_grad
 from plastic_jax.estimators.base import (
@@ -78,7 +78,7 @@ def choose_estimator(n_theta: int, feedback: str = "fa") -> str:
 
 def auto_grad(theta, rule: Rule, spec, key, ci):
     """``forward`` for a single θ, the ``adjoint`` otherwise (``choose_estimator``)."""
-    checks.check_episode("auto_grad", theta, rule, spec, ci)
+    check_episode("auto_grad", theta, rule, spec, ci)
     return ESTIMATORS[choose_estimator(rule.n_theta, rule.feedback)](theta, rule, spec, key, ci)
 
 

@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import jax
 
-from plastic_jax import checks
+from plastic_jax import episode
 from plastic_jax.adjoint import adapt_adjoint
-from plastic_jax.episode import EpisodeSpec, draw, mean_over_tasks
+from plastic_jax.episode import EpisodeSpec, mean_over_tasks
 from plastic_jax.estimators.base import AUTO_FORWARD_MAX_R, PLAIN_MODES, Estimator, weight_copies_bytes
-from plastic_jax.inner import Rule, query_loss
+from plastic_jax.inner import Rule, _query_loss
 
 
 def adjoint_batch_loss(theta, rule: Rule, spec, key, ci, backward: str = "fast"):
     """``meta.batch_loss`` with ``adjoint.adapt_adjoint``: (mean loss, mean accuracy)."""
+    episode.check_episode("adjoint_batch_loss", theta, rule, spec, ci)
+    return _adjoint_batch_loss(theta, rule, spec, key, ci, backward)
+
+
+def _adjoint_batch_loss(theta, rule: Rule, spec, key, ci, backward: str = "fast"):
+    """``adjoint_batch_loss`` without the checks (the caller has made them)."""
 
     def per_task(k):
-        task, W, B = draw(spec, k, ci, theta.dtype, rule.feedback)
+        task, W, B = episode._draw(spec, k, ci, theta.dtype, rule.feedback)
         W = adapt_adjoint(theta, rule, W, B, task.xs, task.ys, backward)
-        return query_loss(W, task.xq, task.yq)
+        return _query_loss(W, task.xq, task.yq)
 
     return mean_over_tasks(per_task, spec, key)
 
@@ -31,14 +37,15 @@ def adjoint_batch_loss(theta, rule: Rule, spec, key, ci, backward: str = "fast")
 def adjoint_grad(theta, rule: Rule, spec, key, ci):
     """Reverse mode by the adjoint scan (``adjoint.py``): rebuilds W_t backwards from W_{t+1}
     and the step's stored vectors; memory O(T·Σ n_ℓ) vectors, no weight snapshots."""
-    checks.check_episode("adjoint_grad", theta, rule, spec, ci)
-    return jax.value_and_grad(adjoint_batch_loss, has_aux=True)(theta, rule, spec, key, ci)
+    episode.check_episode("adjoint_grad", theta, rule, spec, ci)
+    return jax.value_and_grad(_adjoint_batch_loss, has_aux=True)(theta, rule, spec, key, ci)
 
 
 def adjoint_generic_grad(theta, rule: Rule, spec, key, ci):
     """``adjoint_grad`` with the generic backward step (``jax.vjp`` of ``online_step``); the
     reference for the fast step, not registered in ``ESTIMATORS``."""
-    return jax.value_and_grad(adjoint_batch_loss, has_aux=True)(theta, rule, spec, key, ci, "generic")
+    episode.check_episode("adjoint_generic_grad", theta, rule, spec, ci)
+    return jax.value_and_grad(_adjoint_batch_loss, has_aux=True)(theta, rule, spec, key, ci, "generic")
 
 
 def adjoint_memory(spec: EpisodeSpec, rule: Rule) -> int:

@@ -36,9 +36,9 @@ import jax
 import jax.numpy as jnp
 
 from plastic_jax import checks
-from plastic_jax.episode import EpisodeSpec, draw, mean_over_tasks
+from plastic_jax.episode import EpisodeSpec, _draw, check_episode, mean_over_tasks
 from plastic_jax.estimators.base import Estimator, weight_copies_bytes
-from plastic_jax.inner import Rule, adapt_with_feedback, query_loss
+from plastic_jax.inner import Rule, _adapt_with_feedback, _query_loss
 
 #: folded into the episode key for the perturbations ε (the tasks use the key itself)
 ES_FOLD = 0x6573  # "es"
@@ -83,11 +83,11 @@ def es_directions(theta: jax.Array, key: jax.Array, pairs: int) -> jax.Array:
     return jax.random.normal(jax.random.fold_in(key, ES_FOLD), (pairs, theta.shape[0]), theta.dtype)
 
 
-def es_losses(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: Any, eps: jax.Array,
+def _es_losses(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: Any, eps: jax.Array,
               sigma: float, chunk: int | None = None) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
     """The meta-losses along the directions ``eps`` (P, R): ((loss, accuracy) at Θ, () each;
     losses (2, P) at Θ + σε_p (row 0) and Θ − σε_p (row 1)), each a mean over the meta-batch of
-    ``key``'s tasks, every Θ on the same tasks.
+    ``key``'s tasks, every Θ on the same tasks. Unchecked: the public callers check once.
 
     The 2P + 1 episodes of a task run ``chunk`` at a time (vmapped; ``jax.lax.map`` over the
     chunks, which also bounds the memory); None: ``default_chunk`` (one at a time on a CPU, all at
@@ -97,11 +97,11 @@ def es_losses(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, c
     thetas = jnp.concatenate([theta[None], theta + sigma * eps, theta - sigma * eps])  # (2P + 1, R)
 
     def per_task(k):
-        task, W, B = draw(spec, k, ci, theta.dtype, rule.feedback)
+        task, W, B = _draw(spec, k, ci, theta.dtype, rule.feedback)
 
         def episode(th):
-            W_T, _ = adapt_with_feedback(th, rule, W, B, task.xs, task.ys)
-            return query_loss(W_T, task.xq, task.yq)
+            W_T, _ = _adapt_with_feedback(th, rule, W, B, task.xs, task.ys)
+            return _query_loss(W_T, task.xq, task.yq)
 
         n = thetas.shape[0]
         c = default_chunk(n) if chunk is None else chunk
@@ -120,8 +120,16 @@ def es_samples(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, 
                chunk: int | None = None) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
     """The P per-pair estimates g_p = [L(Θ + σε_p) − L(Θ − σε_p)] / (2σ) · ε_p: ((loss, accuracy)
     at Θ, g (P, R)); ``es_grad`` is their mean, and their spread its standard error."""
+    check_episode("es_samples", theta, rule, spec, ci)
+    sigma, pairs, chunk = check_es_options("es_samples", sigma, pairs, chunk)
+    return _es_samples(theta, rule, spec, key, ci, sigma, pairs, chunk)
+
+
+def _es_samples(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci: Any, sigma: float, pairs: int,
+                chunk: int | None) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+    """``es_samples`` without the checks (the caller has made them)."""
     eps = es_directions(theta, key, pairs)
-    center, losses = es_losses(theta, rule, spec, key, ci, eps, sigma, chunk)
+    center, losses = _es_losses(theta, rule, spec, key, ci, eps, sigma, chunk)
     return center, ((losses[0] - losses[1]) / (2 * sigma))[:, None] * eps
 
 
@@ -138,9 +146,9 @@ def es_grad(theta: jax.Array, rule: Rule, spec: EpisodeSpec, key: jax.Array, ci:
     at once (vmapped; None: ``default_chunk``, one at a time on a CPU, all on an accelerator).
     A non-finite loss at any perturbed Θ makes the gradient non-finite (``meta_step`` then skips).
     """
-    checks.check_episode("es_grad", theta, rule, spec, ci)
+    check_episode("es_grad", theta, rule, spec, ci)
     sigma, pairs, chunk = check_es_options("es_grad", sigma, pairs, chunk)
-    center, g = es_samples(theta, rule, spec, key, ci, sigma=sigma, pairs=pairs, chunk=chunk)
+    center, g = _es_samples(theta, rule, spec, key, ci, sigma, pairs, chunk)
     return center, jnp.mean(g, axis=0)
 
 

@@ -14,61 +14,14 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from plastic_jax import checks
-from plastic_jax.episode import EpisodeSpec, draw, mean_over_tasks
+from plastic_jax import episode
+from plastic_jax.derivatives import forward_pass_jvp, fused_tangent, signals_jvp, wt_post_jvp
+from plastic_jax.episode import EpisodeSpec, mean_over_tasks
 from plastic_jax.estimators.base import PLAIN_MODES, Estimator, forward_reach, weight_copies_bytes
 from plastic_jax.feedback import STATEFUL_MODES, feedback_matrices
-from plastic_jax.inner import Rule, online_step, query_loss, state_step
-from plastic_jax.network import BETA, Weights, softplus, softplus_grad_from_y
-from plastic_jax.plasticity import VECTOR_NAMES, Fused, Vectors, apply_fused, constant_outputs, fuse
-
-
-def _softmax_jvp(y: jax.Array, dz: jax.Array) -> jax.Array:
-    """Tangent of y = softmax(z) for tangents dz (R, n): y ⊙ (dz - (dz·y))."""
-    return y * (dz - jnp.sum(dz * y, axis=-1, keepdims=True))
-
-
-def _t_matvec(dW: jax.Array, v: jax.Array) -> jax.Array:
-    """dW (R, n_out, n_in) times v (n_in,) for every tangent: (R, n_out)."""
-    R, n_out, n_in = dW.shape
-    return (dW.reshape(R * n_out, n_in) @ v).reshape(R, n_out)
-
-
-def _t_vecmat(u: jax.Array, dW: jax.Array) -> jax.Array:
-    """uᵀ dW_r for every tangent: u (n_out,), dW (R, n_out, n_in) -> (R, n_in)."""
-    # a batched product over r: an unbatched einsum "o,roi->ri" makes XLA transpose dW first
-    return jnp.einsum("ro,roi->ri", jnp.broadcast_to(u, dW.shape[:2]), dW)
-
-
-def fused_tangent(W: jax.Array, dW: jax.Array, fused: Fused, dfused: Fused) -> jax.Array:
-    """Tangents of ``plasticity.apply_fused(W, fused)`` for R directions, in one elementwise pass.
-
-    With new W = W ⊙ S + Σ u vᵀ, S = keep + Σ a bᵀ:
-    d(new W) = dW ⊙ S + W ⊙ (dkeep + Σ (da bᵀ + a dbᵀ)) + Σ (du vᵀ + u dvᵀ).
-
-    W (n_post, n_pre); dW (R, n_post, n_pre); ``dfused`` has ``fused``'s structure with a leading
-    R axis (dkeep (R,), du (R, n_post), dv (R, n_pre), …); a None leaf of a vector tangent
-    means zero (a constant). Returns (R, n_post, n_pre).
-    """
-    keep, outer, had = fused
-    dkeep, douter, dhad = dfused
-    d = dW
-    if had or keep is not None:
-        S = 1.0 if keep is None else keep
-        dS = 0.0 if dkeep is None else dkeep[:, None, None]
-        for (a, b), (da, db) in zip(had, dhad):
-            S = S + a[:, None] * b[None, :]
-            if da is not None:
-                dS = dS + da[:, :, None] * b[None, None, :]
-            if db is not None:
-                dS = dS + a[None, :, None] * db[:, None, :]
-        d = dW * S + W * dS
-    for (u, v), (du, dv) in zip(outer, douter):
-        if du is not None:
-            d = d + du[:, :, None] * v[None, None, :]
-        if dv is not None:
-            d = d + u[None, :, None] * dv[:, None, :]
-    return d
+from plastic_jax.inner import Rule, _query_loss, online_step, state_step
+from plastic_jax.network import Weights
+from plastic_jax.plasticity import VECTOR_NAMES, Vectors, apply_fused, constant_outputs, fuse
 
 
 def forward_online_step(
@@ -87,9 +40,11 @@ def forward_online_step(
 
     The forward pass and the teaching signals are differentiated by hand, batched over the R
     tangents, so that each pass over a weight-sized array serves the primal and all R tangents
-    (``[y; dy] @ Wᵀ``, ``[e; de] @ B``, ``[post; dpost] @ W``). The plasticity update knows no
-    term: ``jax.jvp`` of ``plasticity.fuse`` (the rule pool's declarations) gives the tangents of
-    its vectors, and ``fused_tangent`` assembles the weight-sized tangent in one pass.
+    (``[y; dy] @ Wᵀ``, ``[e; de] @ B``, ``[post; dpost] @ W``: ``derivatives.forward_pass_jvp``,
+    ``signals_jvp``, ``wt_post_jvp``, beside the adjoint's VJPs of the same functions). The
+    plasticity update knows no term: ``jax.jvp`` of ``plasticity.fuse`` (the rule pool's
+    declarations) gives the tangents of its vectors, and ``fused_tangent`` assembles the
+    weight-sized tangent in one pass.
 
     Kept because it is faster than the generic ``forward_online_step_generic`` (``jax.linearize``
     of ``online_step``, vmapped over the R directions): measured on the EMNIST-sized network,
@@ -105,49 +60,11 @@ def forward_online_step(
     L = len(W)
     dtheta = jnp.eye(R, dtype=theta.dtype)
 
-    # forward pass; dys[0] is None: the input does not depend on θ
-    ys, dys, zs, dzs = [x], [None], [], []
-    for i in range(L):
-        if dys[-1] is None:
-            z = W[i] @ ys[-1]
-            dz = _t_matvec(dW[i], ys[-1])
-        else:  # one pass over W for the primal and the R tangents
-            zz = jnp.concatenate([ys[-1][None], dys[-1]]) @ W[i].T
-            z, dz = zz[0], zz[1:] + _t_matvec(dW[i], ys[-1])
-        zs.append(z)
-        dzs.append(dz)
-        if i == L - 1:
-            y = jax.nn.softmax(z)
-            dy = _softmax_jvp(y, dz)
-        else:
-            y = softplus(z)
-            dy = jax.nn.sigmoid(BETA * z) * dz
-        ys.append(y)
-        dys.append(dy)
-
-    # teaching signals and their tangents (feedback.teaching_signals, differentiated)
+    ys, dys, zs, dzs = forward_pass_jvp(W, dW, x)  # dys[0] is None: the input does not depend on θ
     Bf = feedback_matrices(rule.feedback, W, B, rule.bp_grad)
     need_e0 = any(pool[r].needs_e_pre for r in rule.layer_terms[0])
-    e = ys[-1] - jax.nn.one_hot(label, ys[-1].shape[-1], dtype=ys[-1].dtype)
-    de = dys[-1]
-    es, des = [e], [de]
-    for i in range(L - 1, -1, -1):
-        if i == 0 and not need_e0:
-            es.append(None)
-            des.append(None)
-            break
-        hh = jnp.concatenate([e[None], de]) @ Bf[i]
-        h, dh = hh[0], hh[1:]
-        if rule.feedback == "bp" and rule.bp_grad == "through":  # B = W carries a tangent
-            dh = dh + _t_vecmat(e, dW[i])
-        g = softplus_grad_from_y(ys[i])
-        de = dh * g
-        if dys[i] is not None:
-            de = de + h * (BETA * jnp.exp(-BETA * ys[i])) * dys[i]
-        e = h * g
-        es.append(e)
-        des.append(de)
-    es, des = es[::-1], des[::-1]
+    through = rule.feedback == "bp" and rule.bp_grad == "through"  # B = W carries a tangent
+    es, des = signals_jvp(ys, dys, label, Bf, dW if through else None, need_e0)
 
     terms = rule.terms
     new_W, new_dW = [], []
@@ -155,8 +72,7 @@ def forward_online_step(
         lt = rule.layer_terms[i]
         wt_post = dwt_post = None
         if any(pool[r].needs_wt_post for r in lt):
-            ww = jnp.concatenate([ys[i + 1][None], dys[i + 1]]) @ W[i]
-            wt_post, dwt_post = ww[0], ww[1:] + _t_vecmat(ys[i + 1], dW[i])
+            wt_post, dwt_post = wt_post_jvp(W[i], dW[i], ys[i + 1], dys[i + 1])
         # the layer's named vectors with their tangents; a None tangent: constant (the input)
         prim = dict(zip(VECTOR_NAMES, (ys[i], ys[i + 1], es[i], es[i + 1], zs[i], wt_post)))
         tang = dict(zip(VECTOR_NAMES, (dys[i], dys[i + 1], des[i], des[i + 1], dzs[i], dwt_post)))
@@ -234,7 +150,13 @@ def forward_task(
     """One task by forward mode: (query loss, accuracy, d loss/dθ (R,)); ``step`` is
     ``forward_online_step`` or ``forward_online_step_generic`` (``bp``, ``fa``); the other
     feedback modes always take ``forward_state_step``."""
-    task, W, B = draw(spec, key, ci, theta.dtype, rule.feedback)
+    episode.check_episode("forward_task", theta, rule, spec, ci)
+    return _forward_task(theta, rule, spec, key, ci, step)
+
+
+def _forward_task(theta, rule: Rule, spec, key, ci, step: Callable = forward_online_step):
+    """``forward_task`` without the checks (the caller has made them)."""
+    task, W, B = episode._draw(spec, key, ci, theta.dtype, rule.feedback)
     R = theta.shape[0]
     dW = tuple(jnp.zeros((R, *w.shape), w.dtype) for w in W)
 
@@ -250,7 +172,7 @@ def forward_task(
             return forward_state_step(theta, rule, *carry, *xy), None
 
         (W, B, dW, dB), _ = jax.lax.scan(body, (W, tuple(B), dW, dB), (task.xs, task.ys))
-    loss_fn = lambda W_: query_loss(W_, task.xq, task.yq)  # noqa: E731
+    loss_fn = lambda W_: _query_loss(W_, task.xq, task.yq)  # noqa: E731
     (loss, acc) = loss_fn(W)
 
     def dloss(dW_r):
@@ -262,8 +184,8 @@ def forward_task(
 
 def forward_grad(theta, rule: Rule, spec, key, ci):
     """Forward mode over the active θ components: memory independent of T."""
-    checks.check_episode("forward_grad", theta, rule, spec, ci)
-    loss, acc, grad = mean_over_tasks(lambda k: forward_task(theta, rule, spec, k, ci), spec, key)
+    episode.check_episode("forward_grad", theta, rule, spec, ci)
+    loss, acc, grad = mean_over_tasks(lambda k: _forward_task(theta, rule, spec, k, ci), spec, key)
     return (loss, acc), grad
 
 

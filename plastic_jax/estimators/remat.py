@@ -11,10 +11,9 @@ import math
 
 import jax
 
-from plastic_jax import checks
-from plastic_jax.episode import EpisodeSpec, draw, mean_over_tasks
+from plastic_jax.episode import EpisodeSpec, _draw, check_episode, mean_over_tasks
 from plastic_jax.estimators.base import GENERIC_FORWARD_MAX_R, PLAIN_MODES, Estimator, weight_copies_bytes
-from plastic_jax.inner import Rule, query_loss, state_step
+from plastic_jax.inner import Rule, _query_loss, state_step
 from plastic_jax.network import Weights
 
 
@@ -57,19 +56,25 @@ def adapt_remat(theta, rule: Rule, W: Weights, B: Weights, xs, labels, seg: int 
 
 def remat_batch_loss(theta, rule: Rule, spec, key, ci):
     """``meta.batch_loss`` with the checkpointed scan: (mean loss, mean accuracy)."""
+    check_episode("remat_batch_loss", theta, rule, spec, ci)
+    return _remat_batch_loss(theta, rule, spec, key, ci)
+
+
+def _remat_batch_loss(theta, rule: Rule, spec, key, ci):
+    """``remat_batch_loss`` without the checks (the caller has made them)."""
 
     def per_task(k):
-        task, W, B = draw(spec, k, ci, theta.dtype, rule.feedback)
+        task, W, B = _draw(spec, k, ci, theta.dtype, rule.feedback)
         W = adapt_remat(theta, rule, W, B, task.xs, task.ys)
-        return query_loss(W, task.xq, task.yq)
+        return _query_loss(W, task.xq, task.yq)
 
     return mean_over_tasks(per_task, spec, key)
 
 
 def reverse_remat_grad(theta, rule: Rule, spec, key, ci):
     """Reverse mode through the checkpointed scan: memory O(√T) weight snapshots per task."""
-    checks.check_episode("reverse_remat_grad", theta, rule, spec, ci)
-    return jax.value_and_grad(remat_batch_loss, has_aux=True)(theta, rule, spec, key, ci)
+    check_episode("reverse_remat_grad", theta, rule, spec, ci)
+    return jax.value_and_grad(_remat_batch_loss, has_aux=True)(theta, rule, spec, key, ci)
 
 
 def remat_memory(spec: EpisodeSpec, rule: Rule) -> int:

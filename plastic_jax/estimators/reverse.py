@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import jax
 
-from plastic_jax import checks
-from plastic_jax.episode import EpisodeSpec, batch_loss
+from plastic_jax.episode import EpisodeSpec, _batch_loss, check_episode
 from plastic_jax.estimators.base import Estimator, weight_copies_bytes
 from plastic_jax.inner import Rule
 
 
 def reverse_grad(theta, rule: Rule, spec: EpisodeSpec, key, ci):
     """Reverse-mode autodiff through the scan (stores every step's weights)."""
-    checks.check_episode("reverse_grad", theta, rule, spec, ci)
-    return jax.value_and_grad(batch_loss, has_aux=True)(theta, rule, spec, key, ci)
+    check_episode("reverse_grad", theta, rule, spec, ci)
+    return jax.value_and_grad(_batch_loss, has_aux=True)(theta, rule, spec, key, ci)
 
 
 def reverse_memory(spec: EpisodeSpec, rule: Rule) -> int:

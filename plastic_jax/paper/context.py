@@ -1,6 +1,6 @@
 """The frozen context every section, claim and figure of the paper report reads.
 
-``PaperContext`` holds the loaded runs (``plastic_jax.plots.Run``) by name, each seed's records,
+``PaperContext`` holds the loaded runs (``plastic_jax.runs.Run``) by name, each seed's records,
 the seeds' outcomes (``diagnose.seed_outcomes``), the per-seed window means, which runs finished,
 and what the report needs of the command line (where the figures are, the meta-test cache, the
 matrix's statuses). It is built once (``load_context`` from the matrix on disk, or
@@ -22,14 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from plastic_jax import rundir
 from plastic_jax.config import ConfigError
 from plastic_jax.paper.diagnose import N_CLASSES, N_INPUTS, seed_outcomes, seed_records
 from plastic_jax.paper.markdown import fmt_ci
 from plastic_jax.paper.matrix import POOL_L1
 from plastic_jax.paper.measures import hidden, window_means
 from plastic_jax.paper.status import PaperStatus
-from plastic_jax.plots import Run, load_run
+from plastic_jax.runs import METRICS, Run, load_run
 
 POOL = "<pool>"
 BEST_POOL = "<best pool>"
@@ -107,9 +106,6 @@ def _win_of(run: Run, outcomes: Mapping[int, tuple[str, str]]) -> dict[str, Any]
     return w
 
 
-def _finished_on_disk(run: Run) -> bool:
-    s = rundir.read_summary(run.path)
-    return s is not None and not s.get("stopped")
 
 
 def context_from_runs(runs: Mapping[str, Run], *, records: Mapping[str, Mapping[int, list[dict]]] | None = None,
@@ -118,14 +114,14 @@ def context_from_runs(runs: Mapping[str, Run], *, records: Mapping[str, Mapping[
     """A context of runs already loaded (by name, pool runs named ``pool-...``).
 
     ``records``: each run's records by seed (default: read from its directory, ``diagnose.seed_records``);
-    ``finished``: whether each has ended (default: its summary.json, without ``stopped``);
+    ``finished``: whether each has ended (default: ``Run.finished``, its summary.json without ``stopped``);
     ``dataset``: default the first run's; ``report``: the other fields of ``PaperContext``."""
     recs = {n: (records[n] if records is not None and n in records else seed_records(r)) for n, r in runs.items()}
     outcomes = {n: seed_outcomes(r, records=recs[n]) for n, r in runs.items()}
     win = {n: _win_of(r, outcomes[n]) for n, r in runs.items()}
     pool = tuple(n for n in runs if n.startswith("pool-"))
     best = max(pool, key=lambda n: float(win[n]["acc"].mean())) if pool else None
-    done = {n: (finished[n] if finished is not None and n in finished else _finished_on_disk(r))
+    done = {n: (finished[n] if finished is not None and n in finished else r.finished)
             for n, r in runs.items()}
     if dataset is None:
         dataset = str(next(iter(runs.values())).config.get("dataset", "digits")) if runs else "digits"
@@ -143,7 +139,7 @@ def load_context(statuses: list[PaperStatus], extra_pool: list[str], cache: Mapp
     by_name = {st.run.name: st for st in statuses}
     runs: dict[str, Run] = {}
     for st in statuses:
-        if os.path.exists(os.path.join(st.out, rundir.METRICS)):
+        if os.path.exists(os.path.join(st.out, METRICS)):
             try:
                 runs[st.run.name] = load_run(st.out)
             except ConfigError as e:  # an empty metrics.jsonl: the run has just started
@@ -157,7 +153,7 @@ def load_context(statuses: list[PaperStatus], extra_pool: list[str], cache: Mapp
     finished = {n: by_name[n].state == "done" for n in runs if n in by_name}
     c0 = statuses[0].cfg
     return context_from_runs(
-        runs, finished={**{n: _finished_on_disk(r) for n, r in runs.items() if n not in by_name}, **finished},
+        runs, finished={**{n: r.finished for n, r in runs.items() if n not in by_name}, **finished},
         dataset=c0.dataset, statuses=tuple(statuses), extra_pool=extra, cache=dict(cache), figures=figures,
         rel=os.path.relpath(figures, os.path.dirname(os.path.abspath(results))), runs_dir=runs_dir,
         argv=tuple(argv), quick=quick, pool_l1=tuple(pool_l1), eval_seeds=eval_seeds,

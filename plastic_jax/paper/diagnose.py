@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from plastic_jax import rundir
 from plastic_jax.paper.measures import last_window
-from plastic_jax.plots import Run, nan_moving_average
+from plastic_jax.plots import nan_moving_average
+from plastic_jax.runs import Run
 
 #: output units (classes) of the datasets the reports know without loading them
 N_CLASSES = {"digits": 10, "emnist": 47, "glyphs": 47}
@@ -69,15 +69,9 @@ def n_classes(config: dict) -> int | None:
 
 def seed_records(run: Run) -> dict[int, list[dict]]:
     """The metrics.jsonl records of each seed of ``run``, in episode order (the last record of an
-    episode wins); for a member of a sweep (``plots.load_runs``), that member's records only."""
-    records = rundir.read_records(run.path)
-    if run.member:
-        key = (run.config.get("l1"), run.config.get("meta_lr"))
-        records = rundir.split_sweep(records).get(key, [])
-    out: dict[int, list[dict]] = {}
-    for (_, seed), r in rundir.latest_records(records).items():
-        out.setdefault(seed, []).append(r)
-    return out
+    episode wins); for a member of a sweep (``runs.load_runs``), that member's records only
+    (``runs.Run.seed_records``)."""
+    return run.seed_records()
 
 
 def ranges(episodes: list[int]) -> str:

@@ -15,13 +15,13 @@ import time
 
 import numpy as np
 
-from plastic_jax import rundir
 from plastic_jax.config import ConfigError, TrainConfig
 from plastic_jax.paper.diagnose import seed_diagnoses, seed_outcomes, skipped
 from plastic_jax.paper.markdown import fmt_ci, write_section
 from plastic_jax.paper.matrix import TABLE1, t1_name
 from plastic_jax.paper.measures import last_window
-from plastic_jax.plots import Run, load_run, plot_runs
+from plastic_jax.plots import plot_runs
+from plastic_jax.runs import Run, load_run, read_config, read_summary
 from plastic_jax.stats import bootstrap_ci
 
 #: name -> (settings, the paper's result for it (EMNIST, SPEC §7))
@@ -231,8 +231,8 @@ def _figures(lines: list[str], rel: str, runs: dict) -> str:
 def same_config(cfg: TrainConfig) -> bool:
     """Whether cfg.out holds a finished run of exactly this config."""
     try:
-        old = rundir.read_config(cfg.out).to_json()
-        done = rundir.read_summary(cfg.out) is not None
+        old = read_config(cfg.out).to_json()
+        done = read_summary(cfg.out) is not None
     except ConfigError:
         return False
     new = cfg.to_json()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from plastic_jax.paper.diagnose import seed_outcomes
-from plastic_jax.paper.markdown import fmt_ci, fmt_rate, table, write_section
+from plastic_jax.paper.markdown import emit_section, fmt_ci, fmt_rate, table
 from plastic_jax.paper.presets import Source, load_source
 from plastic_jax.plots import Run
 
@@ -153,11 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isdir(d):
             ap.error(f"no runs directory {d!r}")
     body = study_section(args.seeds20, args.chaos)
-    if args.write:
-        write_section(args.write, body, BEGIN, END)
-        print(f"wrote the estimator study into {args.write}")
-    else:
-        print(body)
+    emit_section(body, args.write, BEGIN, END, "the estimator study")
     return 0
 
 

@@ -18,13 +18,13 @@ import warnings
 
 import numpy as np
 
-from plastic_jax import rundir
 from plastic_jax.config import ConfigError
 from plastic_jax.paper.diagnose import N_CLASSES, N_INPUTS, seed_outcomes
 from plastic_jax.paper.markdown import fmt_ci, fmt_theta
 from plastic_jax.paper.measures import ci_separated, last_window
 from plastic_jax.paper.status import PaperStatus, wall_seconds
-from plastic_jax.plots import load_run, nan_moving_average, seed_band, sigmoid
+from plastic_jax.plots import nan_moving_average, seed_band, sigmoid
+from plastic_jax.runs import METRICS, load_run, read_summary, theta_key_order
 from plastic_jax.stats import bootstrap_ci
 
 BEGIN = "<!-- feedback-pathways:begin -->"
@@ -56,7 +56,7 @@ class Result:
         self.rule, self.mode = st.run.group, st.run.name[len(st.run.group) + 1:]
         self.run = None
         self.error = ""
-        if st.state not in ("missing", "conflict") and os.path.exists(os.path.join(st.out, rundir.METRICS)):
+        if st.state not in ("missing", "conflict") and os.path.exists(os.path.join(st.out, METRICS)):
             try:
                 self.run = load_run(st.out)
             except ConfigError as e:  # an empty metrics.jsonl: the run has just started
@@ -73,10 +73,10 @@ class Result:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 self.align = np.nanmean(np.where(np.isfinite(a), a, np.nan), axis=1)
         # final Θ per seed: summary.json's when finished, else the last logged record's
-        summary = rundir.read_summary(st.out)
+        summary = read_summary(st.out)
         if st.state == "done" and summary is not None and summary.get("theta"):
             rows = summary["theta"]
-            labels = sorted({k for row in rows for k in row}, key=rundir.theta_key_order)
+            labels = sorted({k for row in rows for k in row}, key=theta_key_order)
             self.theta = {k: np.array([np.nan if row.get(k) is None else row[k] for row in rows], float)
                           for k in labels}
             self.theta_from = "summary.json"

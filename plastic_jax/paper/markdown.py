@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from plastic_jax.atomic import atomic_write_text
 from plastic_jax.stats import bootstrap_ci
 
 #: the markers of the older digits-mode section of RESULTS.md
@@ -35,8 +36,17 @@ def write_section(path: str, body: str, begin: str = BEGIN, end: str = END) -> N
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
+    atomic_write_text(path, text)
+
+
+def emit_section(body: str, write: str | None, begin: str, end: str, what: str) -> None:
+    """Write ``body`` into the file ``write`` between ``begin`` and ``end`` (``write_section``) and
+    say so, naming ``what``; without ``write``, print it."""
+    if write:
+        write_section(write, body, begin, end)
+        print(f"wrote {what} into {write}")
+    else:
+        print(body)
 
 
 def fmt_ci(values: np.ndarray, scale: float = 100.0, digits: int = 1) -> str:

@@ -1,4 +1,4 @@
-"""Per-run numbers of the reports, from a ``plastic_jax.plots.Run``: windows over the last
+"""Per-run numbers of the reports, from a ``plastic_jax.runs.Run``: windows over the last
 episodes, final Θ, surviving terms, Adam step sizes, peak accuracy, CI comparisons.
 
 NumPy only; every function takes a ``Run`` (seeds on the first axis) and returns arrays or numbers.
@@ -10,7 +10,8 @@ import warnings
 
 import numpy as np
 
-from plastic_jax.plots import Run, nan_moving_average
+from plastic_jax.plots import nan_moving_average
+from plastic_jax.runs import Run
 from plastic_jax.stats import bootstrap_ci
 
 #: a term "survives" when |θ_r| at the last episode exceeds this many Adam steps (× the run's meta
@@ -39,7 +40,9 @@ def window_means(run: Run, n: int = 100) -> dict[str, np.ndarray | None]:
     """Per-seed means over the last ``n`` episodes (the last ``n`` logged, for a run in progress):
     accuracy (S,), median query loss (S,), alignment and orthonormality (S, L) or None."""
     acc, _ = last_window(run, n)
-    loss = np.nanmedian(np.where(np.isfinite(run.meta_loss[:, -n:]), run.meta_loss[:, -n:], np.nan), axis=1)
+    with warnings.catch_warnings():  # a seed with no finite loss in the window: NaN, said elsewhere
+        warnings.simplefilter("ignore", RuntimeWarning)
+        loss = np.nanmedian(np.where(np.isfinite(run.meta_loss[:, -n:]), run.meta_loss[:, -n:], np.nan), axis=1)
     align = orth = None
     if run.alignment is not None:
         keep = run.analysis_episodes >= run.episodes[-1] - n + 1

@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from plastic_jax import rundir
 from plastic_jax.atomic import atomic_write_json
 from plastic_jax.paper.matrix import META_TEST_RUNS
-from plastic_jax.plots import Run
+from plastic_jax.runs import Run, read_summary
 
 
 def read_cache(path: str) -> dict:
@@ -47,13 +46,12 @@ def meta_test(args: argparse.Namespace, runs: Mapping[str, Run], best_pool: str 
     import jax.numpy as jnp
 
     from plastic_jax import evaluate as ev
-    from plastic_jax.config import class_split
     from plastic_jax.data import build_class_index
     from plastic_jax.experiment import build, rule_of
 
     cache = read_cache(cache_path)
     names = [n for n in (*META_TEST_RUNS, best_pool) if n and n in runs
-             and rundir.read_summary(runs[n].path) is not None]
+             and read_summary(runs[n].path) is not None]
     for name in names:
         path = runs[name].path
         cfg = ev.run_config(path)
@@ -73,9 +71,9 @@ def meta_test(args: argparse.Namespace, runs: Mapping[str, Run], best_pool: str 
             cache["baselines"] = {"tasks": args.eval_tasks,
                                   "rules": [r for r in res["rules"] if r["name"] != "learned"],
                                   "test_classes": res["test_classes"], "tuning": res["baseline_tuning"]}
-        data, _, rule, spec = build(cfg)
-        _, test = class_split(cfg, data.n_classes)
-        ci_test = build_class_index(data, test)
+        exp = build(cfg)
+        rule, spec = exp.rule, exp.spec
+        ci_test = build_class_index(exp.data, exp.test_classes)
         keys = ev.stream_keys(0, ev.EVAL_STREAM, args.eval_tasks)
         per_task = np.asarray(ev.task_accuracies(jnp.asarray(np.stack(thetas)), keys, ci_test, rule=rule, spec=spec))
         # the baselines' accuracy on each test task (the same tasks for every run of this network)

@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import os
 
-from plastic_jax import rundir
 from plastic_jax.config import ConfigError
 from plastic_jax.paper.context import load_context
 from plastic_jax.paper.figures import FIGURES, PAPER_SELECT
@@ -21,6 +20,7 @@ from plastic_jax.paper.matrix import PAPER_GROUPS, paper_matrix_of
 from plastic_jax.paper.metatest import meta_test, read_cache
 from plastic_jax.paper.report import build_report, draw_figures
 from plastic_jax.paper.status import paper_status, train_paper
+from plastic_jax.runs import METRICS
 
 
 def extra_pool_runs(runs_dir: str, known: set[str]) -> list[str]:
@@ -28,7 +28,7 @@ def extra_pool_runs(runs_dir: str, known: set[str]) -> list[str]:
     if not os.path.isdir(runs_dir):
         return []
     return sorted(n for n in os.listdir(runs_dir) if n.startswith("pool-") and n not in known
-                  and os.path.exists(os.path.join(runs_dir, n, rundir.METRICS)))
+                  and os.path.exists(os.path.join(runs_dir, n, METRICS)))
 
 
 def paper_main(args: argparse.Namespace, argv: list[str]) -> int:

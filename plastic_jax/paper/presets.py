@@ -10,7 +10,7 @@ A **layout** maps the run names the claims use (``f0-bp``, ``pool-fa-elementwise
 their sources: a run directory, or one (λ, Adam rate) member of a sweep in it; several sources of
 one name are one run of all their seeds (the sweep's λ = 0.1 member and the s10 run: 20 seeds).
 ``seeds20_layout`` is scripts/seeds20_runs.sh's; ``preset_context`` loads a layout with the
-existing readers (``plots.load_runs``, ``rundir``) into a ``PaperContext``; ``claims_table`` decides
+existing reader (``plastic_jax.runs``) into a ``PaperContext``; ``claims_table`` decides
 every claim of ``figures.CLAIMS`` on each preset's context: one verdict column per preset, each
 with the degenerate-seed rate (98% Clopper–Pearson CI, ``stats.proportion_ci``) of the runs it
 rests on; ``runs_table`` gives each run's rate per preset.
@@ -29,14 +29,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from plastic_jax import rundir
 from plastic_jax.config import ConfigError
 from plastic_jax.paper.claims import Claim, evaluate, verdict_text
 from plastic_jax.paper.context import BEST_POOL, POOL, PaperContext, context_from_runs, n_degenerate
 from plastic_jax.paper.diagnose import seed_records
 from plastic_jax.paper.figures import CLAIMS
 from plastic_jax.paper.markdown import fmt_ci, fmt_rate, table
-from plastic_jax.plots import Run, load_runs
+from plastic_jax.runs import CONFIG, Run, load_runs, read_config_dict
 
 #: the presets of scripts/seeds20_runs.sh, in its order
 PRESETS = ("robust", "paper")
@@ -73,13 +72,13 @@ def seeds20_layout(root: str, preset: str) -> dict[str, tuple[Source, ...]]:
     base = os.path.join(root, preset)
     out: dict[str, tuple[Source, ...]] = {}
     for n in SEEDS20_RUNS:
-        if os.path.exists(os.path.join(base, n, rundir.CONFIG)):
+        if os.path.exists(os.path.join(base, n, CONFIG)):
             out[n] = (Source(os.path.join(base, n)),)
     for sweep, reading in SEEDS20_SWEEPS.items():
         path = os.path.join(base, sweep)
-        if not os.path.exists(os.path.join(path, rundir.CONFIG)):
+        if not os.path.exists(os.path.join(path, CONFIG)):
             continue
-        cfg = rundir.read_config_dict(path)
+        cfg = read_config_dict(path)
         lrs = _values(cfg.get("meta_lr"))
         for lam in _values(cfg.get("l1")):
             for lr in lrs:
@@ -87,7 +86,7 @@ def seeds20_layout(root: str, preset: str) -> dict[str, tuple[Source, ...]]:
                 out[name] = (Source(path, float(lam), float(lr)),)
     for more, name in SEEDS20_MORE.items():
         path = os.path.join(base, more)
-        if os.path.exists(os.path.join(path, rundir.CONFIG)):
+        if os.path.exists(os.path.join(path, CONFIG)):
             out[name] = (*out.get(name, ()), Source(path))
     return out
 
@@ -97,7 +96,7 @@ def _close(a: object, b: float | None) -> bool:
 
 
 def load_source(src: Source) -> tuple[Run, dict[int, list[dict]], bool]:
-    """The run of ``src`` (``plots.load_runs``; a sweep's member by its λ and rate), its seeds'
+    """The run of ``src`` (``runs.load_runs``; a sweep's member by its λ and rate), its seeds'
     records and whether its directory's program has finished."""
     runs = load_runs(src.path)
     if src.l1 is None and src.meta_lr is None and len(runs) == 1:
@@ -108,13 +107,13 @@ def load_source(src: Source) -> tuple[Run, dict[int, list[dict]], bool]:
             raise ConfigError(f"{src.path!r}: {len(match)} members with l1 = {src.l1}, meta_lr = {src.meta_lr} "
                               f"(it has {len(runs)})")
         run = match[0]
-    summary = rundir.read_summary(src.path)
-    return run, seed_records(run), summary is not None and not summary.get("stopped")
+    return run, seed_records(run), run.finished
 
 
 def merge_runs(parts: Sequence[Run]) -> Run:
     """One run of the seeds of ``parts`` (distinct seeds, the same Θ labels and layers), over the
-    episodes (and analysis episodes) all of them reached; the first part's path, label and config."""
+    episodes (and analysis episodes) all of them reached, and their records; the first part's path,
+    label, config and summary."""
     if len(parts) == 1:
         return parts[0]
     seeds = [s for p in parts for s in p.seeds]
@@ -133,7 +132,7 @@ def merge_runs(parts: Sequence[Run]) -> Run:
     merged = {"seeds": seeds, "episodes": np.array(eps), "theta": theta,
               "accuracy": np.vstack([at(p, p.accuracy) for p in parts]),
               "meta_loss": np.vstack([at(p, p.meta_loss) for p in parts]),
-              "analysis_episodes": np.array(an, int)}
+              "analysis_episodes": np.array(an, int), "records": tuple(r for p in parts for r in p.records)}
     for k in ("alignment", "orthonormality"):
         arrays = [getattr(p, k) for p in parts]
         merged[k] = None if any(a is None for a in arrays) or not an else np.concatenate(
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ``RUNS`` (default runs/seeds20), or write it between ``BEGIN`` and ``END`` in FILE."""
     import argparse
 
-    from plastic_jax.paper.markdown import write_section
+    from plastic_jax.paper.markdown import emit_section
 
     ap = argparse.ArgumentParser(prog="python -m plastic_jax.paper.presets", allow_abbrev=False,
                                  description="the paper's claims decided at each meta-optimiser preset")
@@ -264,11 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(args.runs):
         ap.error(f"no runs directory {args.runs!r}")
     body = preset_section(args.runs)
-    if args.write:
-        write_section(args.write, body, BEGIN, END)
-        print(f"wrote the per-preset section of {args.runs} into {args.write}")
-    else:
-        print(body)
+    emit_section(body, args.write, BEGIN, END, f"the per-preset section of {args.runs}")
     return 0
 
 

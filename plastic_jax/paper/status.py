@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from plastic_jax import rundir
 from plastic_jax.config import TrainConfig, flag_of
 from plastic_jax.paper.matrix import PaperRun, config_differences, config_of, paper_argv
+from plastic_jax.runs import CONFIG, complete_episodes, read_config, read_records, read_summary
 
 
 def lock_holder(out: str) -> str | None:
@@ -80,14 +81,14 @@ def paper_status(run: PaperRun, args: argparse.Namespace) -> PaperStatus:
     argv = paper_argv(run, args)
     cfg = config_of(argv)
     st = PaperStatus(run, argv, cfg, "missing")
-    if not os.path.exists(os.path.join(cfg.out, rundir.CONFIG)):
+    if not os.path.exists(os.path.join(cfg.out, CONFIG)):
         return st
-    st.old = old = rundir.read_config(cfg.out)
+    st.old = old = read_config(cfg.out)
     diff = config_differences(old, cfg)
-    recs = rundir.read_records(cfg.out)
-    st.done = max((r["episode"] + 1 for r in rundir.complete_episodes(recs, old.seeds)), default=0)
+    recs = read_records(cfg.out)
+    st.done = max((r["episode"] + 1 for r in complete_episodes(recs, old.seeds)), default=0)
     holder = lock_holder(cfg.out)
-    summary = rundir.read_summary(cfg.out)
+    summary = read_summary(cfg.out)
     if diff:
         st.state = "conflict"
         st.note = "its config.json differs: " + "; ".join(

@@ -3,12 +3,12 @@ and examples of the report (a claim's verdict, a diagnosis, a per-preset table) 
 
 ``seed_series`` makes one seed's records; ``write_run`` writes a run directory (config.json,
 metrics.jsonl, summary.json) of a ``TrainConfig``, or of a one-program sweep when ``members``
-names several (λ, Adam rate) combinations; ``load_run``/``load_runs`` of ``plastic_jax.plots``
-and ``plastic_jax.rundir`` read them as they read real runs.
+names several (λ, Adam rate) combinations; ``plastic_jax.runs`` reads them as it reads real runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -75,7 +75,7 @@ def write_run(cfg: TrainConfig, seeds: Mapping[int, list[dict[str, Any]]], *, fi
     per member. Returns ``cfg.out``."""
     os.makedirs(cfg.out, exist_ok=True)
     train, test = class_split(cfg, N_CLASSES.get(cfg.dataset, 10))
-    cfg.extra = {"class_split": {"train": list(train), "test": list(test)}} if test else {}
+    cfg = dataclasses.replace(cfg, extra={"class_split": {"train": list(train), "test": list(test)}} if test else {})
     with open(os.path.join(cfg.out, "config.json"), "w") as f:
         json.dump(cfg.to_json(), f)
     series = list(seeds.values())
