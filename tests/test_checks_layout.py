@@ -38,12 +38,17 @@ def _module_files() -> dict[str, str]:
     return out
 
 
-def _package_imports(name: str, path: str, mods: dict[str, str]) -> set[str]:
-    """The package modules ``name`` imports anywhere in its file (top level, inside functions,
-    under ``if TYPE_CHECKING``)."""
+def _package_imports(name: str, path: str, mods: dict[str, str], typing_only: bool = True) -> set[str]:
+    """The package modules ``name`` imports anywhere in its file (top level, inside functions and,
+    with ``typing_only``, under ``if TYPE_CHECKING``, which never runs)."""
     pkg = name if path.endswith("__init__.py") else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(open(path).read())):
+    tree = ast.parse(open(path).read())
+    if not typing_only:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                node.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -75,6 +80,28 @@ def test_no_import_cycle_through_the_core_counting_imports_inside_functions():
 
     cycles = {m: sorted(n for n in reach(m) if m in reach(n)) for m in CORE}
     assert all(not c for c in cycles.values()), cycles
+
+
+def test_no_import_cycle_anywhere_in_the_package_counting_imports_inside_functions():
+    """Every import that runs (top level or inside a function; not the annotations-only ``if
+    TYPE_CHECKING`` blocks): the package's import graph has no cycle."""
+    mods = _module_files()
+    graph = {m: _package_imports(m, p, mods, typing_only=False) for m, p in mods.items()}
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(m: str, path: list[str]) -> bool:  # depth-first; True when a cycle is found
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycle.extend(path[path.index(n):] + [m, n] if n in path else [m, n])
+                return True
+            if n not in state and visit(n, path + [m]):
+                return True
+        state[m] = 2
+        return False
+
+    assert not any(visit(m, []) for m in sorted(mods) if m not in state), " -> ".join(cycle)
 
 
 def test_the_core_modules_import_in_every_order_in_a_fresh_interpreter():
