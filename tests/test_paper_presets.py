@@ -143,3 +143,17 @@ def test_a_seed_diverged_throughout_the_window_is_named_not_a_nan_mean(tmp_path)
     assert "nan" not in row.lower()
     assert "65.0" in row and "(over 2 seeds: 1 with no finite accuracy)" in row  # the mean of 0.60 and 0.70
     assert "70.0" in row  # robust: the mean of all three
+
+
+def test_a_claims_evidence_gives_the_mean_over_finite_seeds_not_nan(tmp_path):
+    """Fig. 7's evidence names oja+fa's mean; one seed with no finite accuracy made it "nan%"."""
+    runs = {"f0-fa": accs(0.20, 0.21, 0.22), "ehebb-fa": accs(0.50, 0.51, 0.52),
+            "oja-fa": {**accs(0.40, 0.50, 0.60), 2: {"acc": 0.6, "diverge_at": 0}}}
+    for name, seeds in runs.items():
+        synthetic_run(str(tmp_path / "paper" / name), E, seeds, preset="paper", rule=name.split("-")[0],
+                      feedback="fa", align=[80.0, 80.0])
+    ctx = preset_context(seeds20_layout(str(tmp_path), "paper"))
+    text = "\n".join(claims_table({"paper": ctx}))
+    fig7 = next(line for line in text.splitlines() if line.startswith("- Fig. 7") and "paper:" in line)
+    assert "nan" not in fig7.lower()
+    assert "oja+fa 45.0% (over the 2 of 3 seeds with a finite accuracy)" in fig7  # the mean of 0.40 and 0.50

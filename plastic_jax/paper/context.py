@@ -200,6 +200,18 @@ def acc_text(ctx: PaperContext, name: str) -> str:
     return fmt_ci(ctx.win[name]["acc"]) + episodes_note(ctx, name)
 
 
+def mean_pct(ctx: PaperContext, name: str) -> str:
+    """Run ``name``'s mean last-100 accuracy in %, over the seeds with a finite one: a seed that
+    diverged throughout the window has none, and the text then says over how many it is."""
+    a = np.asarray(ctx.win[name]["acc"], float)
+    fin = np.isfinite(a)
+    if fin.all():
+        return f"{100 * a.mean():.1f}%"
+    if not fin.any():
+        return "no finite accuracy"
+    return f"{100 * a[fin].mean():.1f}% (over the {int(fin.sum())} of {len(a)} seeds with a finite accuracy)"
+
+
 def learned_acc(ctx: PaperContext, name: str) -> str:
     """Mean last-100 accuracy of the seeds of ``name`` that learned, when some did not."""
     out = ctx.outcomes[name]

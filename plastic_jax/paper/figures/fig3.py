@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from plastic_jax.paper.claims import Claim, Figure, Verdict, evaluate, verdict_line
-from plastic_jax.paper.context import PaperContext, acc_text, figure_links, missing, ours_header
+from plastic_jax.paper.context import PaperContext, acc_text, figure_links, mean_pct, missing, ours_header
 from plastic_jax.paper.markdown import fmt_ci
 from plastic_jax.paper.measures import ci_separated, hidden, settle_episode
 
@@ -23,7 +23,7 @@ def decide(ctx: PaperContext) -> Verdict:
     gap = 100 * (wb["acc"].mean() - wf["acc"].mean())
     return Verdict(
         "reproduced" if sep > 0 and gap > 20 else "partly" if sep > 0 else "not reproduced",
-        f"f0+bp {100 * wb['acc'].mean():.1f}% against f0+fa {100 * wf['acc'].mean():.1f}% ({gap:+.1f} points, "
+        f"f0+bp {mean_pct(ctx, 'f0-bp')} against f0+fa {mean_pct(ctx, 'f0-fa')} ({gap:+.1f} points, "
         f"98% CIs {'disjoint' if sep else 'overlapping'}); the paper's ≈ 70% and ≈ 25% on EMNIST. FA's hidden "
         "teaching signals stay near orthogonal to backprop's"
         + (f" (mean hidden α {al.mean():.0f}°)." if al is not None else ".")

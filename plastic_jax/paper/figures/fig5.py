@@ -13,6 +13,7 @@ from plastic_jax.paper.context import (
     figure_links,
     hidden_alpha,
     learned_acc,
+    mean_pct,
     missing,
     unless_degenerate,
 )
@@ -44,10 +45,10 @@ def decide(ctx: PaperContext) -> Verdict:
                else "not reproduced")
     return Verdict(
         unless_degenerate(ctx, verdict, "ehebb-fa"),
-        f"ehebb+fa {100 * w['acc'].mean():.1f}%{learned_acc(ctx, 'ehebb-fa')} against f0+fa "
-        f"{100 * fa['acc'].mean():.1f}% ({'above' if above > 0 else 'not above'}, 98% CIs over the seeds "
+        f"ehebb+fa {mean_pct(ctx, 'ehebb-fa')}{learned_acc(ctx, 'ehebb-fa')} against f0+fa "
+        f"{mean_pct(ctx, 'f0-fa')} ({'above' if above > 0 else 'not above'}, 98% CIs over the seeds "
         "that learned)"
-        + (f" and bio+fa {100 * ctx.win['bio-fa']['acc'].mean():.1f}%{learned_acc(ctx, 'bio-fa')} "
+        + (f" and bio+fa {mean_pct(ctx, 'bio-fa')}{learned_acc(ctx, 'bio-fa')} "
            f"({'under' if under_bio < 0 else 'not under'}, 98% CIs over the seeds that learned)"
            if under_bio is not None else "")
         + f"; the lowest mean hidden α of the fa rules: {best_aligned} ("

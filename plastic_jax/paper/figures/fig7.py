@@ -5,7 +5,7 @@ Its table and verdict are part of the joint section "Figs. 5 and 7" (``figures.f
 from __future__ import annotations
 
 from plastic_jax.paper.claims import Claim, Figure, Verdict
-from plastic_jax.paper.context import PaperContext, hidden_mean, learned_acc, unless_degenerate
+from plastic_jax.paper.context import PaperContext, hidden_mean, learned_acc, mean_pct, unless_degenerate
 from plastic_jax.paper.measures import ci_separated
 
 FIGURE = Figure("fig7", ("oja-fa", "bio-fa", "f0-fa", "f0-bp"), ("accuracy", "theta", "alignment"),
@@ -24,8 +24,8 @@ def decide(ctx: PaperContext) -> Verdict:
     verdict = "reproduced" if above > 0 and slightly else "partly" if above > 0 or slightly else "not reproduced"
     return Verdict(
         unless_degenerate(ctx, verdict, "oja-fa"),
-        f"oja+fa {100 * w['acc'].mean():.1f}%{learned_acc(ctx, 'oja-fa')} against f0+fa "
-        f"{100 * fa['acc'].mean():.1f}% "
+        f"oja+fa {mean_pct(ctx, 'oja-fa')}{learned_acc(ctx, 'oja-fa')} against f0+fa "
+        f"{mean_pct(ctx, 'f0-fa')} "
         f"({'above' if above > 0 else 'not above'}, 98% CIs over the seeds that learned); mean hidden α "
         f"{a_oja:.1f}° against f0+fa's "
         f"{a_fa:.1f}°" + (f" and ehebb+fa's {a_eh:.1f}°" if a_eh is not None else "") + ".",
