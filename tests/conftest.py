@@ -14,8 +14,13 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 # Many tests build the same small programs again (one meta-train run per seed, per flag); JAX's
 # persistent compilation cache lets a repeated program skip XLA compilation (keyed on the program,
-# jax version and backend, so a stale entry is never used).
+# jax version, backend and flags, so a stale entry is never used). It lives in the user's cache
+# directory, not the clone, so a fresh clone on the same machine (CI's) starts warm;
+# $PLASTIC_JAX_TEST_CACHE chooses another. The CLI's subprocesses use the CLI's own cache.
 import jax  # noqa: E402
 
-jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
+TEST_CACHE = os.environ.get("PLASTIC_JAX_TEST_CACHE") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+    "plastic_jax", "jax-compile-tests")
+jax.config.update("jax_compilation_cache_dir", TEST_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -10,6 +10,7 @@ import math
 import os
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -151,7 +152,7 @@ def _script(tmp_path, capsys, *argv):
 @pytest.mark.slow
 def test_train_skip_resume_and_report_end_to_end(tmp_path, capsys, monkeypatch):
     # the meta-train subprocesses share the tests' persistent compilation cache (conftest.py)
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir)
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
     runs = tmp_path / "runs"
     out = _script(tmp_path, capsys, "--train-only", "--rules", "f0", "--modes", "fa")
