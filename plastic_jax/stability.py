@@ -198,13 +198,12 @@ def finished_runs(paths: Sequence[str]) -> list[str]:
 def read_trajectories(run_dir: str, terms: Sequence[str] = TERMS) -> dict[int, np.ndarray]:
     """seed -> (E + 1, len(terms)) Θ after each of the E episodes (records' ``theta``, the last
     record of an (episode, seed) winning), in ``terms`` order; the first row is the initial Θ."""
-    from plastic_jax import rundir
+    from plastic_jax import runs
 
-    cfg = rundir.read_config_dict(run_dir)
+    cfg = runs.read_config_dict(run_dir)
     theta0 = float(cfg.get("theta0", 1e-3))
-    latest = {(r["episode"], r.get("seed", 0)): r for r in rundir.read_records(run_dir)}  # a resume rewrites
     by_seed: dict[int, list[tuple[int, list[float]]]] = {}
-    for (ep, seed), r in sorted(latest.items()):
+    for (ep, seed), r in runs.latest_records(runs.read_records(run_dir)).items():
         th = r.get("theta", {})
         by_seed.setdefault(seed, []).append((ep, [float(th.get(t, math.nan)) for t in terms]))
     start = [theta0 if t == "F0" else 0.0 for t in terms]  # inner.initial_theta
