@@ -857,6 +857,7 @@ def test_a_second_writer_is_refused_while_the_first_process_writes(tmp_path, cap
     assert rundir.read_records(run)  # what the killed writer wrote reads back
 
 
+@pytest.mark.slow  # end to end; the default suite's time (README)
 def test_a_file_size_limit_is_one_line_and_leaves_a_resumable_run(tmp_path):
     """``ulimit -f`` (Python ignores SIGXFSZ, so writes fail with EFBIG, as on a full disk): the
     run stops with one line; what it wrote reads back; a resume under the same limit fails with

@@ -208,7 +208,7 @@ def test_a_new_run_does_not_clobber_checkpoints(tmp_path, uninterrupted, capsys)
 SLOW_RUN = os.path.join(os.path.dirname(__file__), "_slow_run.py")
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
 def test_a_signal_writes_records_checkpoint_and_summary_then_resume_completes(tmp_path, uninterrupted, sig, code):
     """SIGINT/SIGTERM mid-run: the episode in flight finishes, its checkpoint and summary.json are
     written, one line says how to resume, and the resumed run equals the uninterrupted one."""

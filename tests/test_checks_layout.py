@@ -104,6 +104,7 @@ def test_no_import_cycle_anywhere_in_the_package_counting_imports_inside_functio
     assert not any(visit(m, []) for m in sorted(mods) if m not in state), " -> ".join(cycle)
 
 
+@pytest.mark.slow  # end to end; the default suite's time (README)
 def test_the_core_modules_import_in_every_order_in_a_fresh_interpreter():
     # one interpreter (JAX loads once); the package's modules are dropped before each order
     code = f"""

@@ -46,6 +46,7 @@ def test_terms_override_rule(tmp_path):
     assert set(_records(out)[0]["theta"]) == {"F0", "F2"}
 
 
+@pytest.mark.slow  # end to end; the default suite's time (README)
 def test_same_seed_gives_identical_metrics(tmp_path):
     args = ["meta-train", "--rule", "ehebb", "--episodes", "3", *TINY, *FWD]
     assert main([*args, "--out", str(tmp_path / "a"), "--seed", "7"]) == 0

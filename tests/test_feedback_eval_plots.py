@@ -254,6 +254,7 @@ def check_common(res, mode, printed):
     assert f"learned - f0+{mode}:" in printed
 
 
+@pytest.mark.slow  # end to end; the default suite's time (README)
 def test_routing_run_records_gates_and_evaluate_reports_f0_routing(runs, tmp_path, capsys):
     run = runs("routing", "--seeds", "2")
     recs = records(run)

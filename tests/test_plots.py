@@ -267,6 +267,7 @@ def test_chance_lines_are_1_over_M_and_1_over_C_and_say_which():
     assert chance_lines([{"M": True}, {"M": "5"}, {}]) == []
 
 
+@pytest.mark.slow  # end to end; the default suite's time (README)
 def test_plot_overlays_runs_into_png_and_pdf(tmp_path, capsys):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     _fake_run(a, telemetry=True)

@@ -139,6 +139,7 @@ def _bash_paper_runs(tmp_path, *groups, **env):
                                           "PY": sys.executable, **env})
 
 
+@pytest.mark.slow  # end to end; the default suite's time (README)
 def test_paper_runs_sh_is_a_wrapper_over_the_matrix(tmp_path):
     proc = _bash_paper_runs(tmp_path, "fig3")
     assert proc.returncode == 0, proc.stderr

@@ -40,6 +40,7 @@ def _close(a, b, rel=1e-5):
     return a == b
 
 
+@pytest.mark.slow  # end to end; the default suite's time (README)
 def test_an_old_run_directory_resumes_evaluates_and_plots(tmp_path, capsys):
     run = str(tmp_path / "old_run")
     shutil.copytree(OLD_RUN, run)

@@ -55,6 +55,7 @@ def test_three_seeds_equal_three_single_seed_runs(tmp_path):
     assert min(per_seed) - 1e-12 <= lo <= summary["last100_accuracy"] <= hi <= max(per_seed) + 1e-12
 
 
+@pytest.mark.slow  # end to end; the default suite's time (README)
 def test_all_f0_layer_rules_equal_the_shared_f0_rule():
     """--layer-rules f0,f0,f0 gives the rule of --rule f0: same terms per layer, same Θ entries,
     and so the same meta-loss and meta-gradient."""

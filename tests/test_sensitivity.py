@@ -111,6 +111,7 @@ def test_meta_training_logs_the_amplification_of_the_replayed_episode(tmp_path):
     assert any(p.endswith("telemetry.png") for p in written)
 
 
+@pytest.mark.slow  # end to end; the default suite's time (README)
 def test_telemetry_figure_draws_the_amplification_on_a_log_axis(tmp_path, monkeypatch):
     """Panel (e): one line per seed through the analysis points, a dashed line at the threshold,
     a red triangle where an analysis point's amplification is null but flagged chaotic; a run
