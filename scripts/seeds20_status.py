@@ -55,8 +55,11 @@ def status(run_dir: str) -> list[str]:
         series = [by_seed[s] for s in seeds]
         eps = min(len(x) for x in series)
         # an episode whose network diverged has a NaN (null) accuracy: averaged over the finite ones
-        acc = np.array([np.nanmean([r["accuracy"] for r in x[eps - min(100, eps):eps]]) for x in series])
+        # and a seed with no finite accuracy in the window is left out of the mean, which says so
+        last = [np.array([r["accuracy"] for r in x[eps - min(100, eps):eps]], dtype=float) for x in series]
+        acc = np.array([a[np.isfinite(a)].mean() for a in last if np.isfinite(a).any()])
         mean, lo, hi = bootstrap_ci(acc, level=0.98, n_resamples=500)
+        over = "" if len(acc) == len(series) else f" (over {len(acc)})"
         kinds = [outcome(x[:eps], C, float(cfg.get("theta0", 1e-3))) for x in series]
         bad = sum(k != "learned" for k in kinds)
         _, blo, bhi = proportion_ci(bad, len(kinds), 0.98)
@@ -68,7 +71,7 @@ def status(run_dir: str) -> list[str]:
         what = ", ".join(f"{kinds.count(k)} {k}" for k in ("diverged", "collapsed") if kinds.count(k))
         rows.append(f"| {name} | {cfg.get('preset', 'paper')} | {eps}/{cfg.get('episodes')}"
                     f"{'' if run.finished else ' (running)'} | {len(seeds)} | {100 * float(mean):.1f}% "
-                    f"[{100 * float(lo):.1f}, {100 * float(hi):.1f}] | {bad} of {len(kinds)}"
+                    f"[{100 * float(lo):.1f}, {100 * float(hi):.1f}]{over} | {bad} of {len(kinds)}"
                     f"{' (' + what + ')' if what else ''} [{100 * blo:.0f}%, {100 * bhi:.0f}%] | "
                     f"{ev['spikes']} | {ev['rollbacks']} |")
     return rows
