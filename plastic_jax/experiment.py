@@ -109,9 +109,11 @@ def check_training_memory(cfg: TrainConfig, spec: EpisodeSpec, rule: Rule, devic
     its estimator's memory model (``estimators.memory_bytes``, the registry's record: W and B per
     task and what the meta-gradient keeps, e.g. forward mode a tangent of W per term, reverse mode
     a snapshot of W per step of the stream), plus the host's accuracy table."""
-    from plastic_jax.estimators import memory_bytes, resolve
+    from plastic_jax.estimators import REGISTRY, memory_bytes, resolve
 
     est = resolve(cfg.estimator, rule.n_theta, rule.feedback)
     need = memory_bytes(est, spec, rule, cfg) * cfg.seeds + 8 * cfg.episodes * cfg.seeds
+    extra = REGISTRY[est].lower_memory
     check_fits(need, f"meta-training (layer sizes {list(spec.sizes)}, {cfg.seeds} seed(s) × meta-batch "
-               f"{cfg.meta_batch}, {est} meta-gradient)", "--hidden, --seeds or --meta-batch", devices)
+               f"{cfg.meta_batch}, {est} meta-gradient)",
+               f"--hidden, --seeds, --meta-batch{' or ' + extra if extra else ''}", devices)

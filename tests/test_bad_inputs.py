@@ -234,6 +234,10 @@ META_TRAIN = [
     case("meta-clip-inf", [*NEW, "--meta-clip", "inf"], "--meta-clip must be finite"),
     case("meta-clip-negative", [*NEW, "--meta-clip", "-0.5"], "--meta-clip must be non-negative"),
     case("seeds-1e8", [*NEW, "--seeds", "100000000"], "needs at least"),
+    # the estimator's own way to need less is named with the others
+    case("seeds-1e8-es", [*NEW, "--meta-grad", "es", "--seeds", "100000000"], "--meta-batch or --es-pairs"),
+    case("seeds-1e8-reverse", [*NEW, "--meta-grad", "reverse", "--seeds", "100000000"],
+         "--meta-batch or --meta-grad adjoint"),
     case("seeds-0", [*NEW, "--seeds", "0"], "--seeds must be a positive integer"),
     case("meta-batch-1e9", [*NEW, "--meta-batch", "1000000000"], "needs at least"),
     case("meta-batch-0", [*NEW, "--meta-batch", "0"], "--meta-batch must be a positive integer"),

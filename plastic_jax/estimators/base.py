@@ -59,6 +59,8 @@ class Estimator:
     benchmark: measured by ``plastic-jax benchmark`` when ``--estimator`` is not given.
     exact: computes dL/dΘ itself (to rounding), so a resumed run may switch between exact ones
         without changing what it optimises.
+    lower_memory: what else lowers this estimator's memory, for the memory check's message (it
+        always names --hidden, --seeds and --meta-batch), e.g. ``"--es-pairs"``.
     """
 
     name: str
@@ -70,6 +72,7 @@ class Estimator:
     options: Mapping[str, str] = field(default_factory=dict)
     benchmark: bool = True
     exact: bool = True
+    lower_memory: str = ""
 
 
 def n_weights(sizes: tuple[int, ...]) -> int:

@@ -169,4 +169,5 @@ ESTIMATOR = Estimator(
     options={"es_sigma": "sigma", "es_pairs": "pairs"},
     benchmark=False,
     exact=False,
+    lower_memory="--es-pairs (on an accelerator all 2P + 1 episodes are in flight at once)",
 )

@@ -89,6 +89,7 @@ ESTIMATOR = Estimator(
     fn=reverse_remat_grad,
     description="reverse mode over checkpointed segments of about √T steps (memory O(√T))",
     memory=remat_memory,
+    lower_memory="--meta-grad adjoint (the same gradient without weight snapshots)",
     auto=lambda n_theta, feedback: feedback not in PLAIN_MODES and n_theta > GENERIC_FORWARD_MAX_R,
     auto_note="the feedback modes without hand-written steps, above GENERIC_FORWARD_MAX_R entries of Θ: "
               "7.4 forward episodes for f0+routing (R = 5), where generic forward mode took 16",

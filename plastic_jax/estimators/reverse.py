@@ -30,4 +30,5 @@ ESTIMATOR = Estimator(
     fn=reverse_grad,
     description="reverse mode through the scan, storing every step's weights (memory O(T))",
     memory=reverse_memory,
+    lower_memory="--meta-grad adjoint (the same gradient without weight snapshots)",
 )
