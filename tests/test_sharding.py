@@ -60,7 +60,6 @@ def _assert_same(multi, single):
             np.testing.assert_allclose(a["orthonormality"], b["orthonormality"], rtol=1e-4)
 
 
-@pytest.mark.slow  # end to end; the default suite's time (README)
 def test_four_seeds_on_four_devices_equal_one_device(tmp_path):
     multi, single, placed = _run(tmp_path, seeds=4, episodes=2, analysis_every=0)
     assert placed["n_devices"] == 4

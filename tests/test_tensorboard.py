@@ -29,7 +29,6 @@ def read_scalars(path):
     return out
 
 
-@pytest.mark.slow  # end to end; the default suite's time (README)
 def test_tensorboard_scalars_per_seed_equal_the_records(tmp_path):
     out = str(tmp_path / "run")
     assert main(["meta-train", *TINY, "--tensorboard", "--out", out]) == 0
